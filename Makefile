@@ -1,0 +1,39 @@
+# tfrexp: `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PORT ?= 5000
+ARGS ?=
+
+# Use the data folder beside the checkout when TFREXP_DATA_DIR is not set and that folder exists.
+ifeq ($(TFREXP_DATA_DIR),)
+ifneq ($(wildcard ../shared/data/mnist),)
+export TFREXP_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: help install train test ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(INSTALLED) ## create .venv and install tfrexp (editable) with its dependencies
+
+train: $(INSTALLED) ## run the default experiment (MNIST -> TFRecords -> CNN -> MLflow); ARGS='...' adds overrides
+	$(BIN)/tfrexp $(ARGS)
+
+test: $(INSTALLED) ## run the test suite; PYTEST_ARGS='...' passes options to pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(INSTALLED) ## the MLflow UI over the default store, on http://127.0.0.1:$(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+clean: ## delete outputs/ (records, runs, the MLflow store); keeps .venv
+	rm -rf outputs/*

@@ -1,0 +1,93 @@
+"""Config mistakes stop the run at start with one clear message naming the key and the value."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from conftest import compose_config, run_tfrexp
+from tfrexp import config
+from tfrexp.config import Cache, Compression, Repeat
+from tfrexp.errors import ConfigError
+
+
+def test_default_config_composes_into_typed_settings(make_settings, data_dir):
+    settings = make_settings()
+    assert settings.dataset.name == "mnist"
+    assert isinstance(settings.dataset.source, config.IdxSource)
+    assert settings.dataset.source.dir == str(data_dir / "mnist")
+    assert settings.pipeline.repeat is Repeat.per_epoch
+    assert settings.pipeline.cache is Cache.none
+    assert settings.writer.compression is Compression.none
+    assert settings.model["_target_"] == "tfrexp.models.convnets.build_cnn"
+    assert settings.tracking.uri.startswith("sqlite:///") and settings.tracking.uri.endswith("/mlflow.db")
+
+
+def test_no_data_dir_means_no_search_folder(tmp_path):
+    cfg = compose_config(f"paths.output_dir={tmp_path}", "paths.data_dir=null")
+    assert config.to_settings(cfg).dataset.source.dir is None
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [
+        ("pipeline.batchsize=3", "batchsize"),  # unknown key
+        ("pipeline.batch_size=abc", "'abc'"),  # wrong type
+        ("pipeline.repeat=forever", "forever"),  # not a repeat strategy
+        ("writer.compression=LZ4", "LZ4"),  # not a compression
+    ],
+)
+def test_compose_time_errors_name_the_key_and_value(override, value):
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose_config(override)
+    text = f"{raised.value} {raised.value.__cause__}"
+    assert f"full_key: {override.split('=')[0]}" in text and value in text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pipeline.batch_size=0", "pipeline.batch_size=0"),
+        ("pipeline.shuffle_buffer=-1", "pipeline.shuffle_buffer=-1"),
+        ("pipeline.parallelism=fast", "pipeline.parallelism='fast'"),
+        ("trainer.epochs=0", "trainer.epochs=0"),
+        ("trainer.schedule=linear", "trainer.schedule='linear'"),
+        ("writer.shard_size_mb=-2", "writer.shard_size_mb=-2"),
+        ("dataset.validation_fraction=1.5", "dataset.validation_fraction=1.5"),
+        ("dataset.max_examples_per_split=0", "dataset.max_examples_per_split=0"),
+        ("dataset.name=../escape", "dataset.name='../escape'"),
+        ("dataset.source.kind=zip", "dataset.source.kind='zip'"),
+        ("+dataset.source.colour=red", "dataset.source.colour"),
+        ("+pipeline.batchsize=3", "pipeline.batchsize: unknown key"),
+        ("+trainer.sched=cosine", "trainer.sched: unknown key"),
+        ("paths.data_dir=/does/not/exist", "paths.data_dir='/does/not/exist'"),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_key_and_value(make_settings, override, message):
+    with pytest.raises(ConfigError) as raised:
+        make_settings(override)
+    assert message in str(raised.value)
+
+
+def test_cli_refuses_a_bad_value_in_one_line_without_importing_tensorflow(tmp_path):
+    result = run_tfrexp("pipeline.batch_size=0", f"paths.output_dir={tmp_path}", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == ["tfrexp: error: pipeline.batch_size=0: must be > 0"]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "tfrexp.config" in imported and "tensorflow" not in imported
+
+
+def test_cli_reports_compose_errors_without_traceback(tmp_path):
+    result = run_tfrexp("pipeline.batch_size=abc", f"paths.output_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "pipeline.batch_size" in result.stderr and "'abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_help_lists_the_config_groups():
+    result = run_tfrexp("--help")
+    assert result.returncode == 0, result.stderr
+    for group in ("dataset: ", "writer: ", "pipeline: ", "model: ", "trainer: ", "tracking: ", "paths: "):
+        assert group in result.stdout
+    assert "mnist_tfds" in result.stdout and "cnn_small" in result.stdout

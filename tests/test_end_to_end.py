@@ -1,0 +1,57 @@
+"""The real `tfrexp` entrypoint on a small slice of the real MNIST, read back from the MLflow store."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_tfrexp
+
+pytestmark = pytest.mark.slow
+
+# cnn_small: the default net's batch norm needs more than these 16 steps to settle its statistics.
+SLICE = ["model=cnn_small", "dataset.max_examples_per_split=1000", "trainer.epochs=2", "trainer.verbose=0", "tracking.experiment=e2e"]
+
+
+def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp_path, data_dir):
+    outputs = tmp_path / "outputs"
+    first = run_tfrexp(*SLICE, f"paths.output_dir={outputs}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "(written)" in first.stdout and "ui      :" in first.stdout
+
+    uri = f"sqlite:///{outputs}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("e2e")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "mnist-cnn_small"
+
+    params = run.data.params
+    assert params["dataset.name"] == "mnist" and params["pipeline.batch_size"] == "128"
+    assert params["trainer.epochs"] == "2" and params["model._target_"] == "tfrexp.models.convnets.build_cnn"
+    assert params["records.num_examples.train"] == "900" and params["runtime.device"] == "CPU"
+    assert run.data.tags["records.reused"] == "false" and len(run.data.tags["records.fingerprint"]) == 16
+
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert [point.step for point in history] == [1, 2], metric
+    assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "manifest.json", "model_summary.txt"} <= artifacts
+    mlflow.set_tracking_uri(uri)
+    [logged_model] = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert logged_model.source_run_id == run.info.run_id
+    model = mlflow.pyfunc.load_model(logged_model.model_uri)
+    batch = np.zeros((4, 28, 28, 1), dtype=np.uint8)
+    assert np.asarray(model.predict(batch)).shape == (4, 10)
+
+    # Same records again (reused, the log says so), and an objective that is not a metric: the run fails.
+    second = run_tfrexp(*SLICE, f"paths.output_dir={outputs}", "trainer.objective=no_such_metric")
+    assert second.returncode != 0
+    assert "reusing records" in second.stdout + second.stderr and "(written)" not in second.stdout
+    assert "trainer.objective='no_such_metric'" in second.stderr and "Traceback" not in second.stderr
+    failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != run.info.run_id]
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert "no_such_metric" in failed[0].data.tags["error"] and failed[0].data.tags["records.reused"] == "true"

@@ -1,0 +1,44 @@
+"""Small convolutional classifiers: blocks of 3x3 convolutions, each block ending in 2x2 max pooling."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def build_cnn(
+    input_shape: list[int],
+    num_classes: int,
+    filters: list[int] = (32, 64),
+    convs_per_block: int = 2,
+    dense_units: int = 128,
+    dropout: float = 0.25,
+    batch_norm: bool = True,
+    padding: str = "same",
+) -> keras.Model:
+    """With batch_norm=False, convs_per_block=1, dropout=0 and padding="valid" this is the classic
+    conv 32 - pool - conv 64 - pool - dense 128 net."""
+    inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for block, width in enumerate(filters):
+        for index in range(convs_per_block):
+            name = f"block{block + 1}_conv{index + 1}"
+            # Batch norm supplies the bias and is followed by the activation, hence use_bias/activation here.
+            x = layers.Conv2D(width, 3, padding=padding, use_bias=not batch_norm,
+                              activation=None if batch_norm else "relu", name=name)(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"{name}_bn")(x)
+                x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block + 1}_pool")(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, use_bias=not batch_norm, activation=None if batch_norm else "relu")(x)
+    if batch_norm:
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    if dropout:
+        x = layers.Dropout(2 * dropout)(x)
+    # float32 logits even under mixed precision, so the softmax in the loss stays stable.
+    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="cnn")

@@ -1,0 +1,94 @@
+"""A record version's split -> a batched tf.data.Dataset of (uint8 images, int64 labels).
+
+Counts come from the manifest, so the dataset has a known cardinality (Keras shows a progress bar with an
+ETA) and no pass over the data is ever spent counting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from tfrexp.config import Cache, PipelineConfig, Repeat
+from tfrexp.records.manifest import Manifest
+from tfrexp.records.schema import parse_batch
+from tfrexp.records.writer import compression_type
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How `fit` walks the training dataset under a repeat strategy."""
+
+    epochs: int  # fit's `epochs`
+    steps_per_epoch: int | None  # fit's `steps_per_epoch`; None: the dataset's own length
+    total_steps: int  # optimizer steps over the whole run, for the learning-rate schedule
+
+
+def fit_plan(num_examples: int, settings: PipelineConfig, epochs: int) -> FitPlan:
+    batches_per_pass = math.ceil(num_examples / settings.batch_size)
+    if settings.repeat is Repeat.infinite:
+        return FitPlan(epochs, batches_per_pass, epochs * batches_per_pass)
+    if settings.repeat is Repeat.epochs:
+        steps = math.ceil(epochs * num_examples / settings.batch_size)
+        return FitPlan(1, None, steps)
+    return FitPlan(epochs, None, epochs * batches_per_pass)
+
+
+def build_dataset(
+    directory: Path,
+    manifest: Manifest,
+    split: str,
+    settings: PipelineConfig,
+    *,
+    training: bool,
+    seed: int = 0,
+    epochs: int = 1,
+    cache_dir: Path | None = None,
+) -> tf.data.Dataset:
+    """Shards -> interleave -> (cache) -> shuffle -> repeat -> batch -> parse -> prefetch.
+
+    Evaluation datasets (training=False) are neither shuffled nor repeated.
+    """
+    files = [str(path) for path in manifest.shard_paths(directory, split)]
+    num_examples = manifest.splits[split].num_examples
+    parallel = tf.data.AUTOTUNE if settings.parallelism == "autotune" else settings.parallelism
+    order = settings.deterministic
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        # A new shard order every epoch, so the shuffle buffer mixes different neighbours each time.
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    compression = compression_type(manifest.writer["compression"])
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        cycle_length=len(files),
+        num_parallel_calls=parallel,
+        deterministic=order,
+    )
+    # The manifest's count becomes the cardinality; TensorFlow raises if the records hold a different number.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
+    if settings.cache is Cache.memory:
+        dataset = dataset.cache()
+    elif settings.cache is Cache.disk:
+        if cache_dir is None:
+            raise ValueError("pipeline.cache=disk needs a cache directory")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        dataset = dataset.cache(str(cache_dir / f"{manifest.fingerprint}-{split}"))
+    if training and settings.shuffle_buffer > 0:
+        # Shuffle before repeat: every pass is a full permutation, so each example is seen once per pass.
+        buffer = min(settings.shuffle_buffer, num_examples)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if training and settings.repeat is Repeat.infinite:
+        dataset = dataset.repeat()
+    elif training and settings.repeat is Repeat.epochs:
+        dataset = dataset.repeat(epochs)
+    # Batch the serialized records first, then parse the whole batch in one op: far cheaper per example.
+    dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
+    image_shape = manifest.image_shape
+    dataset = dataset.map(
+        lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,1 @@
+"""TFRecord storage: the Example format (schema), versions keyed by fingerprint (manifest), writing (writer)."""

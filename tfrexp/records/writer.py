@@ -1,0 +1,183 @@
+"""Write a data set's splits as sharded TFRecords, or reuse the finished version with the same fingerprint.
+
+A version is written into a temporary directory beside its final place and published with one rename,
+under a per-fingerprint file lock: a killed writer never leaves something that looks finished, and two
+processes never write the same version.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import tfrexp
+from tfrexp import sources
+from tfrexp.config import Compression, DatasetConfig, WriterConfig
+from tfrexp.errors import DataError
+from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
+from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
+
+log = logging.getLogger(__name__)
+
+_TFRECORD_FRAMING_BYTES = 16  # length + two CRCs around each record
+
+
+@dataclass
+class RecordSet:
+    """A finished record version: where it is, what its manifest says, and whether it was reused."""
+
+    directory: Path
+    manifest: Manifest
+    reused: bool
+
+
+def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Path) -> RecordSet:
+    """Reuse the version whose fingerprint matches the source and settings, or write it."""
+    identity = sources.identity(dataset)
+    version = fingerprint(identity, _dataset_settings(dataset), _writer_settings(writer), FORMAT_VERSION)
+    root = Path(records_dir) / dataset.name
+    final = root / version
+    if not writer.force and (final / MANIFEST_NAME).is_file():
+        log.info("reusing records %s", final)
+        return RecordSet(final, read_manifest(final), reused=True)
+
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root / f".{version}.lock"):
+        # Another process may have published this version while we waited for the lock.
+        if not writer.force and (final / MANIFEST_NAME).is_file():
+            log.info("reusing records %s (written by another process)", final)
+            return RecordSet(final, read_manifest(final), reused=True)
+        _remove_leftovers(root, version)
+        staging = root / f".tmp-{version}-{os.getpid()}"
+        staging.mkdir()
+        try:
+            manifest = _write_version(staging, dataset, writer, version, identity)
+            _publish(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote records %s", final)
+    return RecordSet(final, manifest, reused=False)
+
+
+def shard_name(dataset: str, split: str, index: int, count: int) -> str:
+    """TFDS-style shard names: mnist-train.tfrecord-00000-of-00004."""
+    return f"{dataset}-{split}.tfrecord-{index:05d}-of-{count:05d}"
+
+
+def compression_type(compression: Compression | str) -> str:
+    """The compression argument TFRecordWriter and TFRecordDataset take."""
+    value = compression.value if isinstance(compression, Compression) else compression
+    return "" if value == Compression.none.value else value
+
+
+def _dataset_settings(dataset: DatasetConfig) -> dict:
+    """Dataset settings that change the records (the source is covered by its identity)."""
+    return {
+        "name": dataset.name,
+        "image_shape": list(dataset.image_shape),
+        "class_names": list(dataset.class_names),
+        "validation_fraction": dataset.validation_fraction,
+        "split_seed": dataset.split_seed,
+        "max_examples_per_split": dataset.max_examples_per_split,
+    }
+
+
+def _writer_settings(writer: WriterConfig) -> dict:
+    """Writer settings that change the records (`force` does not)."""
+    return {"shard_size_mb": writer.shard_size_mb, "compression": writer.compression.value}
+
+
+def _write_version(
+    directory: Path, dataset: DatasetConfig, writer: WriterConfig, version: str, identity: dict
+) -> Manifest:
+    splits = sources.load_splits(dataset)
+    written = {
+        split: _write_split(directory, dataset.name, split, images, labels, writer)
+        for split, (images, labels) in splits.items()
+    }
+    manifest = Manifest(
+        dataset=dataset.name,
+        fingerprint=version,
+        schema=describe(list(dataset.image_shape)),
+        splits=written,
+        class_names=list(dataset.class_names),
+        writer=_writer_settings(writer),
+        source=identity,
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        tool_version=tfrexp.__version__,
+    )
+    # Written last: its presence marks a finished version.
+    (directory / MANIFEST_NAME).write_text(manifest.to_json())
+    return manifest
+
+
+def _write_split(
+    directory: Path, dataset: str, split: str, images: np.ndarray, labels: np.ndarray, writer: WriterConfig
+) -> SplitInfo:
+    encoder = ExampleEncoder()
+    count = len(labels)
+    if count == 0:
+        raise DataError(f"split {split!r} of {dataset} is empty")
+    record_bytes = len(encoder.encode(images[0], labels[0])) + _TFRECORD_FRAMING_BYTES
+    num_shards = max(1, min(count, math.ceil(count * record_bytes / (writer.shard_size_mb * 1e6))))
+    options = tf.io.TFRecordOptions(compression_type=compression_type(writer.compression))
+    started = time.perf_counter()
+    shards = []
+    with tqdm(total=count, desc=f"{dataset}/{split}", unit="img", disable=None, mininterval=0.5) as progress:
+        for index in range(num_shards):
+            begin, end = index * count // num_shards, (index + 1) * count // num_shards
+            path = directory / shard_name(dataset, split, index, num_shards)
+            with tf.io.TFRecordWriter(str(path), options) as out:
+                for position in range(begin, end):
+                    out.write(encoder.encode(images[position], labels[position]))
+            shards.append(Shard(file=path.name, num_examples=end - begin, num_bytes=path.stat().st_size))
+            progress.update(end - begin)
+    seconds = time.perf_counter() - started
+    total_mb = sum(shard.num_bytes for shard in shards) / 1e6
+    log.info(
+        "%s/%s: %d examples in %d shards, %.1f MB, %.2f s (%.0f examples/s)",
+        dataset, split, count, num_shards, total_mb, seconds, count / max(seconds, 1e-9),
+    )
+    return SplitInfo(num_examples=count, shards=shards)
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Move the finished staging directory to its final name; an older copy is replaced, never merged."""
+    if final.exists():
+        retired = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.rename(final, retired)
+        os.rename(staging, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, final)
+
+
+def _remove_leftovers(root: Path, version: str) -> None:
+    """Staging or retired directories of this version are orphans once we hold its lock."""
+    for leftover in [*root.glob(f".tmp-{version}-*"), *root.glob(f".old-{version}-*")]:
+        log.warning("removing the unfinished %s left by an interrupted writer", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """An flock on `path`: the kernel releases it when the holder dies, so no lock is ever stale."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

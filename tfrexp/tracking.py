@@ -1,0 +1,129 @@
+"""Everything MLflow: the store, the run's life cycle, params, per-epoch metrics and artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from tfrexp.config import TrackingConfig
+from tfrexp.errors import TfrexpError
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(TfrexpError):
+    """The tracking store cannot be reached or used."""
+
+
+def connect(tracking: TrackingConfig) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id.
+
+    Done before any data work, so an unreachable server stops the run at once.
+    """
+    uri = tracking.uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(tracking.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = tracking.artifact_location
+        if location and "://" not in location:
+            location = Path(location).resolve().as_uri()
+        return mlflow.create_experiment(tracking.experiment, artifact_location=location)
+    except (MlflowException, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line})") from None
+
+
+@contextmanager
+def start_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED, FAILED (with the error as a tag and a text artifact) or KILLED."""
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("error", "interrupted")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        message = f"{type(error).__name__}: {error}"
+        mlflow.set_tag("error", message[:5000])
+        mlflow.log_text(message, "error.txt")
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": [1, 2]}: every leaf under its dotted key."""
+    if isinstance(tree, dict):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
+def log_config(resolved: dict, yaml_text: str) -> None:
+    mlflow.log_params(flatten(resolved))
+    mlflow.log_text(yaml_text, "config.yaml")
+
+
+def log_records(directory: Path, fingerprint: str, reused: bool, counts: dict[str, int]) -> None:
+    mlflow.set_tags({"records.fingerprint": fingerprint, "records.reused": str(reused).lower()})
+    mlflow.log_params({f"records.num_examples.{split}": count for split, count in counts.items()})
+    mlflow.log_params({"records.directory": str(directory)})
+    mlflow.log_artifact(str(directory / "manifest.json"))
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs every metric Keras reports at the end of an epoch, with step = epoch number (1-based),
+    plus the epoch's wall time. Errors propagate: a metric that cannot be stored is not silently lost."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        metrics["epoch_seconds"] = time.perf_counter() - self._started
+        mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+def log_test_metrics(metrics: dict[str, float]) -> None:
+    mlflow.log_metrics(metrics)
+
+
+def log_model(model: keras.Model, example_images: np.ndarray) -> None:
+    """The trained model in the Keras flavour, loadable with mlflow.pyfunc.load_model, with a signature."""
+    import tensorflow as tf
+
+    signature = infer_signature(example_images, model.predict(example_images, verbose=0))
+    mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        # Naming the requirements skips MLflow's inference, which reloads the model in a subprocess.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """Where a run is shown: the server itself for http stores, else the local UI `make ui` starts."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else ui
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

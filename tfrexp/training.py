@@ -1,0 +1,93 @@
+"""Device set-up, compile, fit and evaluate: plain Keras, configured from TrainerConfig."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from tfrexp.config import Toggle, TrainerConfig
+from tfrexp.pipeline import FitPlan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device: str  # e.g. "GPU:0 (NVIDIA H100 80GB HBM3)" or "CPU"
+    mixed_precision: bool
+    jit_compile: bool | str  # Keras accepts "auto"
+
+    def as_params(self) -> dict:
+        return {"device": self.device, "mixed_precision": self.mixed_precision, "jit_compile": self.jit_compile}
+
+
+def configure_device(trainer: TrainerConfig) -> DeviceInfo:
+    """Pick the GPU when there is one, and the precision policy; call before building the model."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"GPU:0 ({details.get('device_name', 'unknown')})"
+        # Tensor cores (compute capability >= 7.0) are what make float16 pay off.
+        benefits = details.get("compute_capability", (0, 0)) >= (7, 0)
+    else:
+        device, benefits = "CPU", False
+    mixed = trainer.mixed_precision is Toggle.on or (trainer.mixed_precision is Toggle.auto and benefits)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    jit = {Toggle.on: True, Toggle.off: False, Toggle.auto: "auto"}[trainer.jit_compile]
+    info = DeviceInfo(device=device, mixed_precision=mixed, jit_compile=jit)
+    log.info("training on %s (mixed precision %s, jit_compile %s)", device, "on" if mixed else "off", jit)
+    return info
+
+
+def compile_model(model: keras.Model, trainer: TrainerConfig, plan: FitPlan, device: DeviceInfo) -> None:
+    if trainer.schedule == "cosine":
+        warmup = int(trainer.warmup_fraction * plan.total_steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=max(1, plan.total_steps - warmup),
+            warmup_target=trainer.learning_rate,
+            warmup_steps=warmup,
+        )
+    else:
+        learning_rate = trainer.learning_rate
+    if trainer.weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=trainer.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=device.jit_compile,
+        steps_per_execution=trainer.steps_per_execution,
+    )
+
+
+def fit_and_evaluate(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset | None,
+    test: tf.data.Dataset | None,
+    plan: FitPlan,
+    trainer: TrainerConfig,
+    callbacks: list[keras.callbacks.Callback],
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Train, then evaluate on test; returns the per-epoch history and the test metrics."""
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        verbose=trainer.verbose,
+        shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
+    )
+    test_metrics = {}
+    if test is not None:
+        results = model.evaluate(test, verbose=0, return_dict=True)
+        test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
+        log.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
+    return history.history, test_metrics
