@@ -76,7 +76,7 @@ def run(settings: Config, context: RunContext) -> float:
     run_id = active_run.info.run_id
     print(f"records : {records.directory} ({'reused' if records.reused else 'written'})")
     print(f"run     : {run_id} ({run_name}) in experiment '{settings.tracking.experiment}', {settings.tracking.uri}")
-    print(f"ui      : `make ui`, then {tracking.run_url(settings.tracking.uri, experiment_id, run_id)}")
+    print(f"ui      : {tracking.where_to_look(settings.tracking.uri, experiment_id, run_id)}")
     print(f"result  : " + ", ".join(f"{key}={value:.4f}" for key, value in test_metrics.items()))
     return objective
 

@@ -123,7 +123,13 @@ def log_model(model: keras.Model, example_images: np.ndarray) -> None:
     )
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
-    """Where a run is shown: the server itself for http stores, else the local UI `make ui` starts."""
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else ui
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+DEFAULT_STORE = "sqlite:///outputs/mlflow.db"  # what `make ui` serves
+
+
+def where_to_look(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """How to open a run: the server itself for http stores, else the local UI and the command that starts it."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if tracking_uri.startswith("http"):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    command = "make ui" if tracking_uri == DEFAULT_STORE else f"mlflow ui --backend-store-uri {tracking_uri}"
+    return f"`{command}`, then http://127.0.0.1:5000/{page}"
