@@ -1,21 +1,27 @@
 """The `tfrexp` entrypoint (also `python -m tfrexp`): a Hydra app over the top-level conf/ directory.
 
 It composes and checks the config before TensorFlow is imported, so a mistake costs well under a
-second; user-facing errors are printed as one line (HYDRA_FULL_ERROR=1 shows the traceback).
+second; user-facing errors are printed as one line (HYDRA_FULL_ERROR=1 shows the traceback). In a sweep
+(-m) a failed job is reported and the other jobs go on.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp import config
 from tfrexp.errors import TfrexpError
+
+log = logging.getLogger("tfrexp")
 
 config.register_schemas()
 
@@ -25,21 +31,32 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         settings = config.to_settings(cfg)
-        from tfrexp.experiment import RunContext, run  # imports TensorFlow: only once the config is good
+        # Imports TensorFlow: only once the config is known to be good.
+        from tfrexp.experiment import RunContext, run
+        from tfrexp.sweep import job_identity
 
         hydra_cfg = HydraConfig.get()
+        model_name = hydra_cfg.runtime.choices.get("model") or "model"
         context = RunContext(
             resolved_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-            model_name=hydra_cfg.runtime.choices.get("model") or "model",
+            identity=job_identity(hydra_cfg, settings.dataset.name, model_name, settings.tracking.run_name),
             run_dir=Path(hydra_cfg.runtime.output_dir),
         )
         return run(settings, context)
-    except TfrexpError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not (in_sweep or isinstance(error, TfrexpError)):
             raise
+        if in_sweep:
+            # The job's MLflow run is already FAILED. Optuna marks a trial that raises as failed and goes
+            # on (max_failure_rate); Hydra's basic sweeper would stop the sweep, so there it scores NaN.
+            log.error("job failed: %s", error, exc_info=not isinstance(error, TfrexpError))
+            if "optuna" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_")):
+                raise
+            return math.nan
         print(f"tfrexp: error: {error}", file=sys.stderr)
         sys.exit(2)
 

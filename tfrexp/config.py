@@ -193,6 +193,7 @@ class TrainerConfig:
     jit_compile: Toggle = Toggle.auto  # auto: Keras decides (XLA on GPU)
     steps_per_execution: int = 1
     objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
+    objective_direction: str = "max"  # max | min: which end of the objective is best
     verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
 
     def __post_init__(self) -> None:
@@ -202,6 +203,12 @@ class TrainerConfig:
         _require(0 <= self.warmup_fraction < 1, "trainer.warmup_fraction", self.warmup_fraction, "must be in [0, 1)")
         _require(self.weight_decay >= 0, "trainer.weight_decay", self.weight_decay, "must be >= 0")
         _require(self.steps_per_execution > 0, "trainer.steps_per_execution", self.steps_per_execution, "must be > 0")
+        _require(
+            self.objective_direction in {"max", "min"},
+            "trainer.objective_direction",
+            self.objective_direction,
+            "must be max|min",
+        )
         _require(self.verbose in {0, 1, 2}, "trainer.verbose", self.verbose, "must be 0, 1 or 2")
 
 

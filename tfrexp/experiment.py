@@ -16,11 +16,13 @@ import keras
 import mlflow
 from hydra.utils import get_method
 
-from tfrexp import tracking, training
+from tfrexp import reports, tracking, training
+from tfrexp.callbacks import EpochMetricsLogger
 from tfrexp.config import Config
 from tfrexp.errors import ConfigError
 from tfrexp.pipeline import build_dataset, fit_plan
 from tfrexp.records.writer import ensure_records
+from tfrexp.sweep import JobIdentity
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class RunContext:
 
     resolved_config: dict
     config_yaml: str
-    model_name: str
+    identity: JobIdentity  # run name, tags, parent run of a sweep
     run_dir: Path
 
 
@@ -40,13 +42,15 @@ def run(settings: Config, context: RunContext) -> float:
     keras.utils.set_random_seed(settings.trainer.seed)
     build_model = model_builder(settings.model)
     experiment_id = tracking.connect(settings.tracking)
-    run_name = settings.tracking.run_name or f"{settings.dataset.name}-{context.model_name}"
-    with tracking.start_run(experiment_id, run_name, tags={"model": context.model_name}) as active_run:
+    identity = context.identity
+    with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id) as active_run:
         tracking.log_config(context.resolved_config, context.config_yaml)
         records = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
         counts = {split: info.num_examples for split, info in manifest.splits.items()}
         tracking.log_records(records.directory, manifest.fingerprint, records.reused, counts)
+        for split in counts:
+            tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
 
         device = training.configure_device(settings.trainer)
         mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
@@ -64,9 +68,13 @@ def run(settings: Config, context: RunContext) -> float:
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
         history, test_metrics = training.fit_and_evaluate(
-            model, train, validation, test, plan, settings.trainer, callbacks=[tracking.EpochMetricsLogger()]
+            model, train, validation, test, plan, settings.trainer, callbacks=[EpochMetricsLogger()]
         )
         tracking.log_test_metrics(test_metrics)
+        if test is not None:
+            labels, predictions = training.predict_classes(model, test)
+            confusion = reports.confusion_matrix(labels, predictions, len(manifest.class_names))
+            tracking.log_report(history, confusion, manifest.class_names)
         if settings.tracking.log_model:
             example_images, _ = next(iter((test or validation or train).take(1)))
             tracking.log_model(model, example_images.numpy()[:8])
@@ -75,7 +83,7 @@ def run(settings: Config, context: RunContext) -> float:
 
     run_id = active_run.info.run_id
     print(f"records : {records.directory} ({'reused' if records.reused else 'written'})")
-    print(f"run     : {run_id} ({run_name}) in experiment '{settings.tracking.experiment}', {settings.tracking.uri}")
+    print(f"run     : {run_id} ({identity.run_name}) in experiment '{settings.tracking.experiment}', {settings.tracking.uri}")
     print(f"ui      : {tracking.where_to_look(settings.tracking.uri, experiment_id, run_id)}")
     print(f"result  : " + ", ".join(f"{key}={value:.4f}" for key, value in test_metrics.items()))
     return objective

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.entities import RunStatus
@@ -18,6 +18,9 @@ from mlflow.models import infer_signature
 
 from tfrexp.config import TrackingConfig
 from tfrexp.errors import TfrexpError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ def connect(tracking: TrackingConfig) -> str:
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.scheme in {"http", "https"}:
+        _probe_server(uri)
     mlflow.set_tracking_uri(uri)
     try:
         experiment = mlflow.get_experiment_by_name(tracking.experiment)
@@ -50,9 +55,23 @@ def connect(tracking: TrackingConfig) -> str:
         raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line})") from None
 
 
+def _probe_server(uri: str, timeout_s: float = 5.0) -> None:
+    """One quick request, because MLflow's own client retries a dead server for minutes."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(f"tracking.uri={uri!r}: the MLflow server does not answer ({reason})") from None
+
+
 @contextmanager
-def start_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+def start_run(
+    experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (with the error as a tag and a text artifact) or KILLED."""
+    if parent_run_id:
+        tags = {**tags, "mlflow.parentRunId": parent_run_id}
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         yield run
@@ -92,25 +111,44 @@ def log_records(directory: Path, fingerprint: str, reused: bool, counts: dict[st
     mlflow.log_artifact(str(directory / "manifest.json"))
 
 
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs every metric Keras reports at the end of an epoch, with step = epoch number (1-based),
-    plus the epoch's wall time. Errors propagate: a metric that cannot be stored is not silently lost."""
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {name: float(value) for name, value in (logs or {}).items()}
-        metrics["epoch_seconds"] = time.perf_counter() - self._started
-        mlflow.log_metrics(metrics, step=epoch + 1)
-
-
 def log_test_metrics(metrics: dict[str, float]) -> None:
     mlflow.log_metrics(metrics)
 
 
+def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> None:
+    """Record what the run trained on (the UI's dataset column); the digest is the manifest's fingerprint,
+    so nothing iterates the data to compute one."""
+    from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    # MLflow registers its local-file source twice and warns about the tie; name one candidate.
+    local = [source for source in get_registered_sources() if source._get_source_type() == "local"][:1]
+    source = resolve_dataset_source(str(directory), candidate_sources=local or None)
+    dataset = MetaDataset(source, name=f"{name}-{split}", digest=fingerprint)
+    context = "training" if split == "train" else split
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as error:
+            # The SQL store looks the dataset up, then inserts it: runs in parallel that log the same
+            # dataset race on its unique key. The loser's retry finds the row and links to it.
+            if "UNIQUE constraint failed" not in str(error) or attempt == 2:
+                raise
+
+
+def log_report(history: dict[str, list[float]], confusion: np.ndarray, class_names: list[str]) -> None:
+    """Learning curves and the test confusion matrix as PNGs, per-class test accuracy as JSON."""
+    from tfrexp import reports
+
+    mlflow.log_figure(reports.learning_curves_figure(history), "learning_curves.png")
+    mlflow.log_figure(reports.confusion_figure(confusion, class_names), "confusion_matrix.png")
+    mlflow.log_dict(reports.per_class_accuracy(confusion, class_names), "per_class_accuracy.json")
+
+
 def log_model(model: keras.Model, example_images: np.ndarray) -> None:
     """The trained model in the Keras flavour, loadable with mlflow.pyfunc.load_model, with a signature."""
+    import keras
     import tensorflow as tf
 
     signature = infer_signature(example_images, model.predict(example_images, verbose=0))

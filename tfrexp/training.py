@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfrexp.config import Toggle, TrainerConfig
@@ -91,3 +92,12 @@ def fit_and_evaluate(
         test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
         log.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
     return history.history, test_metrics
+
+
+def predict_classes(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted classes) in one pass, so both come from the same batches in the same order."""
+    labels, predictions = [], []
+    for images, batch_labels in dataset:
+        predictions.append(np.argmax(model.predict_on_batch(images), axis=-1))
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(predictions)

@@ -1,0 +1,154 @@
+"""Sweeps as MLflow parent/child runs, Optuna search, parallel joblib jobs, and a real MLflow server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_tfrexp
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.verbose=0", "tracking.log_model=false"]
+TESTS_CONF = Path(__file__).resolve().parent / "conf"
+
+
+def _runs(uri: str, experiment: str = "tfrexp"):
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client, client.search_runs([experiment_id], max_results=100)
+
+
+def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("-m", "pipeline.batch_size=64,128", "trainer.learning_rate=1e-3,3e-3", "trainer.epochs=2",
+                        *TINY, f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = _runs(f"sqlite:///{outputs}/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 5 and len(children) == 4
+
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep-mnist-cnn_small-")
+    assert parent.data.params["sweep.swept_keys"] == "pipeline.batch_size,trainer.learning_rate"
+    assert "pipeline.batch_size=64,128" in parent.data.params["sweep.overrides"]
+    best = max(children, key=lambda run: run.data.metrics["val_accuracy"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["val_accuracy"]
+
+    combos = {(run.data.params["pipeline.batch_size"], run.data.params["trainer.learning_rate"]) for run in children}
+    assert combos == {("64", "0.001"), ("64", "0.003"), ("128", "0.001"), ("128", "0.003")}
+    names = {run.info.run_name for run in children}
+    assert "mnist-cnn_small-batch_size=64-learning_rate=0.003" in names and len(names) == 4
+    assert sorted(run.data.tags["sweep.job"] for run in children) == ["0", "1", "2", "3"]
+    fingerprints = {run.data.tags["records.fingerprint"] for run in children}
+    assert len(fingerprints) == 1
+    for run in children:
+        tags = run.data.tags
+        assert run.info.status == "FINISHED"
+        assert tags["sweep.id"] == parent.data.tags["sweep.id"]
+        assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in {"true", "false"}
+        assert "pipeline.batch_size=" in tags["hydra.overrides"]
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
+        assert "test_accuracy" in run.data.metrics
+        artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.json",
+                "model_summary.txt", "config.yaml", "manifest.json"} <= artifacts
+        with open(client.download_artifacts(run.info.run_id, "confusion_matrix.png", str(tmp_path)), "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+        [training_input] = [i for i in run.inputs.dataset_inputs if i.tags[0].value == "training"]
+        assert training_input.dataset.name == "mnist-train"
+        assert training_input.dataset.digest == tags["records.fingerprint"]
+
+
+def test_four_parallel_jobs_write_the_records_once(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.seed=1,2,3,4",
+                        "trainer.epochs=1", *TINY, f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    versions = [path for path in (outputs / "records" / "mnist").iterdir() if not path.name.endswith(".lock")]
+    finished = [path for path in versions if (path / "manifest.json").is_file()]
+    leftovers = [path.name for path in versions if path.name.startswith((".tmp-", ".old-"))]
+    assert len(finished) == 1 and leftovers == [] and len(versions) == 1
+    _, runs = _runs(f"sqlite:///{outputs}/mlflow.db")
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert sorted(run.info.status for run in children) == ["FINISHED"] * 4
+    assert sorted(run.data.tags["records.reused"] for run in children) == ["false", "true", "true", "true"]
+    assert {run.data.tags["records.fingerprint"] for run in children} == {finished[0].name}
+
+
+def test_optuna_search_goes_on_past_failed_trials(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("-m", f"hydra.searchpath=[file://{TESTS_CONF}]", "hparams_search=optuna_with_failures",
+                        "trainer.epochs=1", *TINY, f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = _runs(f"sqlite:///{outputs}/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    statuses = {run.data.params["model.dropout"]: run.info.status for run in children}
+    assert len(children) == 4 and statuses == {"0.1": "FINISHED", "1.5": "FAILED"}
+    assert parent.data.params["sweep.swept_keys"] == "model.dropout,pipeline.batch_size,trainer.learning_rate"
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    best = max(finished, key=lambda run: run.data.metrics["val_accuracy"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id and parent.data.metrics["sweep.finished"] == len(finished)
+    assert "rate=1.5" in next(run for run in children if run.info.status == "FAILED").data.tags["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("trainer.epochs=1", *TINY, "tracking.log_model=true", f"tracking.uri={mlflow_server}",
+                        f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{mlflow_server}/#/experiments/" in result.stdout
+    client, [run] = _runs(mlflow_server)
+    assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == mlflow_server
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curves.png", "confusion_matrix.png", "manifest.json"} <= artifacts
+    assert not (outputs / "mlflow.db").exists()
+
+
+def test_an_unreachable_server_stops_the_run_before_any_work(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp(*TINY, f"tracking.uri=http://127.0.0.1:{_free_port()}", f"paths.output_dir={outputs}")
+    assert result.returncode != 0
+    assert "the MLflow server does not answer" in result.stderr and "Traceback" not in result.stderr
+    assert not (outputs / "records").exists()
