@@ -61,6 +61,10 @@ def test_compose_time_errors_name_the_key_and_value(override, value):
         ("+pipeline.batchsize=3", "pipeline.batchsize: unknown key"),
         ("+trainer.sched=cosine", "trainer.sched: unknown key"),
         ("paths.data_dir=/does/not/exist", "paths.data_dir='/does/not/exist'"),
+        ("dataset=catdog", "dataset.source.path="),  # the test data folder holds no catdog/
+        ("dataset=image_folder", "dataset.source.path"),  # ??? : a path must be given
+        ("writer.jpeg_quality=0", "writer.jpeg_quality=0"),
+        ("writer.num_workers=0", "writer.num_workers=0"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_key_and_value(make_settings, override, message):

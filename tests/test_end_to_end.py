@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_tfrexp
+from tfrexp.synthetic import make_catdog_folder
 
 pytestmark = pytest.mark.slow
 
@@ -55,3 +58,22 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != run.info.run_id]
     assert [r.info.status for r in failed] == ["FAILED"]
     assert "no_such_metric" in failed[0].data.tags["error"] and failed[0].data.tags["records.reused"] == "true"
+
+
+def test_catdog_trains_end_to_end_on_a_folder_with_corrupt_files(tmp_path):
+    generated = make_catdog_folder(tmp_path / "PetImages", 30, seed=11)
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("dataset=catdog", f"dataset.source.path={generated.root}", "model=catdog_cnn",
+                        "trainer.epochs=1", "trainer.verbose=0", "tracking.experiment=catdog",
+                        f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = f"kept {generated.good}, skipped {sum(generated.bad.values())} ("
+    assert summary in result.stdout + result.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("catdog").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["records.skipped"] == "4"
+    path = client.download_artifacts(run.info.run_id, "skipped_files.json", str(tmp_path))
+    skipped = json.loads(open(path).read())
+    assert skipped["files_found"] == generated.files and len(skipped["skipped"]) == 4
+    assert {item["path"] for item in skipped["skipped"]} >= {"Dog/31.jpg", "Cat/32.jpg"}  # empty, truncated

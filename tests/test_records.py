@@ -63,7 +63,7 @@ def test_shards_have_tfds_names_and_the_manifest_counts_what_is_on_disk(make_set
     raw = json.loads((record_set.directory / "manifest.json").read_text())
     assert raw["fingerprint"] == record_set.directory.name
     assert raw["schema"]["image_shape"] == [28, 28, 1] and raw["tool_version"] and raw["created_at"]
-    assert raw["writer"] == {"shard_size_mb": 0.4, "compression": "none"}
+    assert raw["writer"] == {"shard_size_mb": 0.4, "compression": "none", "image_encoding": "raw", "jpeg_quality": 90}
 
 
 def _fingerprint(make_settings, *overrides, output_dir=None):
@@ -75,7 +75,8 @@ def test_fingerprint_changes_when_and_only_when_source_or_settings_change(make_s
     base = _fingerprint(make_settings)
     # Same inputs: same fingerprint, also elsewhere and with force or pipeline/trainer changes.
     assert _fingerprint(make_settings, output_dir=tmp_path / "elsewhere") == base
-    assert _fingerprint(make_settings, "writer.force=true", "pipeline.batch_size=7", "trainer.epochs=5") == base
+    assert _fingerprint(make_settings, "writer.force=true", "writer.num_workers=3", "pipeline.batch_size=7",
+                        "trainer.epochs=5") == base
     # Anything that changes the bytes: a new fingerprint.
     changed = {
         _fingerprint(make_settings, "writer.shard_size_mb=1"),
@@ -83,8 +84,9 @@ def test_fingerprint_changes_when_and_only_when_source_or_settings_change(make_s
         _fingerprint(make_settings, "dataset.max_examples_per_split=1000"),
         _fingerprint(make_settings, "dataset.validation_fraction=0.2"),
         _fingerprint(make_settings, "dataset.split_seed=1"),
+        _fingerprint(make_settings, "writer.image_encoding=png"),
     }
-    assert base not in changed and len(changed) == 5
+    assert base not in changed and len(changed) == 6
     # The source's content: a copy of the files with other metadata is another source.
     copy = tmp_path / "copy"
     (copy / "mnist").mkdir(parents=True)

@@ -143,7 +143,9 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
     assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == mlflow_server
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"learning_curves.png", "confusion_matrix.png", "manifest.json"} <= artifacts
-    assert not (outputs / "mlflow.db").exists()
+    assert not (outputs / "mlflow.db").exists() and not (outputs / "mlartifacts").exists()
+    stored = {path.name for path in (tmp_path / "art").rglob("*.png")}
+    assert stored == {"learning_curves.png", "confusion_matrix.png"}, "artifacts belong in the server's store"
 
 
 def test_an_unreachable_server_stops_the_run_before_any_work(tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -18,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tfrexp.errors import ConfigError
+from tfrexp.records.encoding import ImageEncoding
 
 
 def _require(condition: bool, key: str, value: Any, expectation: str) -> None:
@@ -90,7 +93,45 @@ class TfdsSource:
     label_key: str = "label"
 
 
-SOURCE_SCHEMAS = {"idx": IdxSource, "tfds": TfdsSource}
+class Resize(str, enum.Enum):
+    squash = "squash"  # stretch to the target size, ignoring the aspect ratio
+    pad = "pad"  # fit inside the target, keep the aspect ratio, pad with black
+    crop = "crop"  # fill the target, keep the aspect ratio, crop the centre
+
+
+class Layout(str, enum.Enum):
+    auto = "auto"  # class_folders if the folder holds subfolders, else filename_label
+    class_folders = "class_folders"  # <path>/<class>/<image>  (PetImages/Cat/1.jpg, train/cats/cat.1.jpg)
+    filename_label = "filename_label"  # <path>/<image>, the class in the name (train/cat.0.jpg)
+
+
+@dataclass
+class ImageFolderSource:
+    """A folder of image files, labelled by subfolder or by file name, resized at write time."""
+
+    kind: str = "image_folder"
+    path: Optional[str] = None
+    layout: Layout = Layout.auto
+    filename_pattern: str = r"^(?P<label>[A-Za-z]+)[._-]"  # regex with a `label` group (filename_label)
+    extensions: List[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"])
+    resize: Resize = Resize.squash
+    test_fraction: float = 0.1  # of the files, when the folder has no test/ subfolder
+
+    def __post_init__(self) -> None:
+        _require(self.path is not None, "dataset.source.path", self.path,
+                 "is not set: set TFREXP_DATA_DIR or dataset.source.path=<folder>")
+        _require(Path(self.path).is_dir(), "dataset.source.path", self.path, "is not an existing directory")
+        _require(0.0 <= self.test_fraction < 1.0, "dataset.source.test_fraction", self.test_fraction,
+                 "must be in [0, 1)")
+        if self.layout is not Layout.class_folders:
+            try:
+                _require("label" in re.compile(self.filename_pattern).groupindex, "dataset.source.filename_pattern",
+                         self.filename_pattern, "needs a (?P<label>...) group")
+            except re.error as error:
+                raise ConfigError(f"dataset.source.filename_pattern={self.filename_pattern!r}: {error}") from None
+
+
+SOURCE_SCHEMAS = {"idx": IdxSource, "tfds": TfdsSource, "image_folder": ImageFolderSource}
 
 
 # --- the groups ---------------------------------------------------------------------------------------
@@ -100,8 +141,8 @@ SOURCE_SCHEMAS = {"idx": IdxSource, "tfds": TfdsSource}
 class DatasetConfig:
     name: str = MISSING
     image_shape: List[int] = MISSING  # [height, width, channels]
-    class_names: List[str] = MISSING
-    validation_fraction: float = 0.1  # carved from train, deterministically from split_seed
+    class_names: Optional[List[str]] = None  # null: image folders take their sorted folder names / labels
+    validation_fraction: float = 0.1  # carved from train: seeded draw (arrays) or path hash (image folders)
     split_seed: int = 0
     max_examples_per_split: Optional[int] = None  # cut each source split to its first N examples
     source: Any = MISSING  # checked against SOURCE_SCHEMAS[source.kind]
@@ -119,7 +160,12 @@ class DatasetConfig:
             list(self.image_shape),
             "must be [height, width, channels], all > 0",
         )
-        _require(len(self.class_names) >= 2, "dataset.class_names", list(self.class_names), "needs >= 2 classes")
+        _require(
+            self.class_names is None or len(self.class_names) >= 2,
+            "dataset.class_names",
+            self.class_names,
+            "needs >= 2 classes",
+        )
         _require(
             0.0 <= self.validation_fraction < 1.0,
             "dataset.validation_fraction",
@@ -133,10 +179,12 @@ class DatasetConfig:
             "must be null or > 0",
         )
         self.source = _source_settings(self.source)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+        _require(
+            self.class_names is not None or isinstance(self.source, ImageFolderSource),
+            "dataset.class_names",
+            self.class_names,
+            f"is required for a {self.source.kind} source",
+        )
 
 
 def _source_settings(node: Any) -> Any:
@@ -155,10 +203,20 @@ def _source_settings(node: Any) -> Any:
 class WriterConfig:
     shard_size_mb: float = 8.0  # target size of one shard; the last one may be smaller
     compression: Compression = Compression.none
+    image_encoding: ImageEncoding = ImageEncoding.raw
+    jpeg_quality: int = 90
+    num_workers: Optional[int] = None  # processes that decode/encode image files; null: one per core
     force: bool = False  # rewrite even when a finished version with this fingerprint exists
 
     def __post_init__(self) -> None:
         _require(self.shard_size_mb > 0, "writer.shard_size_mb", self.shard_size_mb, "must be > 0")
+        _require(1 <= self.jpeg_quality <= 100, "writer.jpeg_quality", self.jpeg_quality, "must be in [1, 100]")
+        _require(self.num_workers is None or self.num_workers > 0, "writer.num_workers", self.num_workers,
+                 "must be null or > 0")
+
+    @property
+    def workers(self) -> int:
+        return self.num_workers or os.cpu_count() or 1
 
 
 @dataclass

@@ -48,7 +48,7 @@ def run(settings: Config, context: RunContext) -> float:
         records = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
         counts = {split: info.num_examples for split, info in manifest.splits.items()}
-        tracking.log_records(records.directory, manifest.fingerprint, records.reused, counts)
+        tracking.log_records(records.directory, manifest, records.reused)
         for split in counts:
             tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tfrexp.config import Cache, PipelineConfig, Repeat
 from tfrexp.records.manifest import Manifest
-from tfrexp.records.schema import parse_batch
+from tfrexp.records.schema import parse_batch, parse_encoded
 from tfrexp.records.writer import compression_type
 
 
@@ -85,10 +85,17 @@ def build_dataset(
         dataset = dataset.repeat()
     elif training and settings.repeat is Repeat.epochs:
         dataset = dataset.repeat(epochs)
-    # Batch the serialized records first, then parse the whole batch in one op: far cheaper per example.
-    dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
     image_shape = manifest.image_shape
-    dataset = dataset.map(
-        lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
-    )
+    if manifest.image_encoding == "raw":
+        # Batch the serialized records first, then parse the whole batch in one op: far cheaper per example.
+        dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
+        dataset = dataset.map(
+            lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
+        )
+    else:
+        # PNG and JPEG decode one image at a time; decoding in parallel before batching keeps every core busy.
+        dataset = dataset.map(
+            lambda serialized: parse_encoded(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
+        )
+        dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
     return dataset.prefetch(tf.data.AUTOTUNE)

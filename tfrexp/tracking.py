@@ -18,6 +18,7 @@ from mlflow.models import infer_signature
 
 from tfrexp.config import TrackingConfig
 from tfrexp.errors import TfrexpError
+from tfrexp.records.manifest import Manifest
 
 if TYPE_CHECKING:
     import keras
@@ -47,7 +48,9 @@ def connect(tracking: TrackingConfig) -> str:
         if experiment is not None:
             return experiment.experiment_id
         location = tracking.artifact_location
-        if location and "://" not in location:
+        if parsed.scheme in {"http", "https"}:
+            location = None  # a server stores artifacts where it was told to (its artifact proxy)
+        elif location and "://" not in location:
             location = Path(location).resolve().as_uri()
         return mlflow.create_experiment(tracking.experiment, artifact_location=location)
     except (MlflowException, OSError) as error:
@@ -104,11 +107,14 @@ def log_config(resolved: dict, yaml_text: str) -> None:
     mlflow.log_text(yaml_text, "config.yaml")
 
 
-def log_records(directory: Path, fingerprint: str, reused: bool, counts: dict[str, int]) -> None:
-    mlflow.set_tags({"records.fingerprint": fingerprint, "records.reused": str(reused).lower()})
-    mlflow.log_params({f"records.num_examples.{split}": count for split, count in counts.items()})
-    mlflow.log_params({"records.directory": str(directory)})
+def log_records(directory: Path, manifest: Manifest, reused: bool) -> None:
+    """Which record version the run used, its counts, its manifest, and every file the writer skipped."""
+    mlflow.set_tags({"records.fingerprint": manifest.fingerprint, "records.reused": str(reused).lower()})
+    mlflow.log_params({f"records.num_examples.{split}": info.num_examples for split, info in manifest.splits.items()})
+    mlflow.log_params({"records.directory": str(directory), "records.skipped": len(manifest.skipped)})
     mlflow.log_artifact(str(directory / "manifest.json"))
+    if manifest.skipped:
+        mlflow.log_dict({"files_found": manifest.files_found, "skipped": manifest.skipped}, "skipped_files.json")
 
 
 def log_test_metrics(metrics: dict[str, float]) -> None:

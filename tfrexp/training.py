@@ -58,10 +58,16 @@ def compile_model(model: keras.Model, trainer: TrainerConfig, plan: FitPlan, dev
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=trainer.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
+    if model.output_shape[-1] == 1:  # one logit: a binary (sigmoid) head
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # logit 0 = probability 0.5
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=loss,
+        metrics=[metric],
         jit_compile=device.jit_compile,
         steps_per_execution=trainer.steps_per_execution,
     )
@@ -98,6 +104,7 @@ def predict_classes(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
     """(true labels, predicted classes) in one pass, so both come from the same batches in the same order."""
     labels, predictions = [], []
     for images, batch_labels in dataset:
-        predictions.append(np.argmax(model.predict_on_batch(images), axis=-1))
+        logits = np.asarray(model.predict_on_batch(images))
+        predictions.append((logits[:, 0] > 0).astype(np.int64) if logits.shape[-1] == 1 else logits.argmax(-1))
         labels.append(batch_labels.numpy())
     return np.concatenate(labels), np.concatenate(predictions)

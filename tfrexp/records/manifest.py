@@ -40,7 +40,12 @@ class Manifest:
     source: dict
     created_at: str
     tool_version: str
-    extra: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of every file found but not written
+    files_found: int | None = None  # image folders: every file under the folder (= kept + skipped)
+
+    @property
+    def image_encoding(self) -> str:
+        return self.schema["features"]["image"]["encoding"]
 
     @property
     def image_shape(self) -> list[int]:

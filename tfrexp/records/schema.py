@@ -1,25 +1,27 @@
 """The one definition of how an image and its label are stored in a tf.train.Example, and read back.
 
-Features: `image` (raw uint8 pixels, row-major [height, width, channels]), `shape` (int64 x3), `label`
-(int64). Reading parses a whole batch of serialized records at once.
+Features: `image` (the pixels: raw uint8 row-major [height, width, channels], or a PNG or JPEG file),
+`shape` (int64 x3), `label` (int64). Raw records are parsed a whole batch at once; encoded ones are
+decoded one image at a time before batching.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
+
+from tfrexp.records.encoding import ImageEncoding
 
 FORMAT_VERSION = 1  # bump when the bytes of a record change for the same input; it enters the fingerprint
 
 IMAGE, SHAPE, LABEL = "image", "shape", "label"
 
 
-def describe(image_shape: list[int]) -> dict:
+def describe(image_shape: list[int], encoding: ImageEncoding) -> dict:
     """The schema as written into the manifest."""
     return {
         "format_version": FORMAT_VERSION,
         "features": {
-            IMAGE: {"type": "bytes", "encoding": "raw", "dtype": "uint8", "layout": "HWC"},
+            IMAGE: {"type": "bytes", "encoding": encoding.value, "dtype": "uint8", "layout": "HWC"},
             SHAPE: {"type": "int64", "length": 3},
             LABEL: {"type": "int64", "length": 1},
         },
@@ -28,23 +30,22 @@ def describe(image_shape: list[int]) -> dict:
 
 
 class ExampleEncoder:
-    """Serializes (image, label) pairs; reuses one Example message, since building a new one per record
-    costs more than serializing it."""
+    """Serializes (encoded image, label) pairs of one shape; reuses one Example message, since building a
+    new one per record costs more than serializing it."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_shape: list[int]) -> None:
         self._example = tf.train.Example()
         feature = self._example.features.feature
         self._image = feature[IMAGE].bytes_list.value
         self._shape = feature[SHAPE].int64_list.value
         self._label = feature[LABEL].int64_list.value
         self._image.append(b"")
+        self._shape.extend(image_shape)
         self._label.append(0)
 
-    def encode(self, image: np.ndarray, label: int) -> bytes:
-        self._image[0] = image.tobytes()
-        del self._shape[:]
-        self._shape.extend(image.shape)
-        self._label[0] = int(label)
+    def encode(self, image: bytes, label: int) -> bytes:
+        self._image[0] = image
+        self._label[0] = label
         return self._example.SerializeToString()
 
 
@@ -55,8 +56,15 @@ _FEATURE_SPEC = {
 
 
 def parse_batch(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """A batch of serialized records -> (uint8 images [B, H, W, C], int64 labels [B])."""
+    """A batch of serialized raw records -> (uint8 images [B, H, W, C], int64 labels [B])."""
     features = tf.io.parse_example(serialized, _FEATURE_SPEC)
     pixels = tf.io.decode_raw(features[IMAGE], tf.uint8)
     images = tf.reshape(pixels, [-1, *image_shape])
     return images, features[LABEL]
+
+
+def parse_encoded(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """One serialized PNG or JPEG record -> (uint8 image [H, W, C], int64 label)."""
+    features = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+    image = tf.io.decode_image(features[IMAGE], channels=image_shape[-1], expand_animations=False)
+    return tf.ensure_shape(image, image_shape), features[LABEL]

@@ -7,8 +7,10 @@ processes never write the same version.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import fcntl
+import itertools
 import logging
 import math
 import os
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -29,6 +30,8 @@ from tfrexp.config import Compression, DatasetConfig, WriterConfig
 from tfrexp.errors import DataError
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
 from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
+from tfrexp.sources import PreparedSplit
+from tfrexp.sources.image_folder import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ def _dataset_settings(dataset: DatasetConfig) -> dict:
     return {
         "name": dataset.name,
         "image_shape": list(dataset.image_shape),
-        "class_names": list(dataset.class_names),
+        "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
         "validation_fraction": dataset.validation_fraction,
         "split_seed": dataset.split_seed,
         "max_examples_per_split": dataset.max_examples_per_split,
@@ -96,28 +99,41 @@ def _dataset_settings(dataset: DatasetConfig) -> dict:
 
 
 def _writer_settings(writer: WriterConfig) -> dict:
-    """Writer settings that change the records (`force` does not)."""
-    return {"shard_size_mb": writer.shard_size_mb, "compression": writer.compression.value}
+    """Writer settings that change the records (`force` and `num_workers` do not)."""
+    return {
+        "shard_size_mb": writer.shard_size_mb,
+        "compression": writer.compression.value,
+        "image_encoding": writer.image_encoding.value,
+        "jpeg_quality": writer.jpeg_quality,
+    }
 
 
 def _write_version(
     directory: Path, dataset: DatasetConfig, writer: WriterConfig, version: str, identity: dict
 ) -> Manifest:
-    splits = sources.load_splits(dataset)
-    written = {
-        split: _write_split(directory, dataset.name, split, images, labels, writer)
-        for split, (images, labels) in splits.items()
-    }
+    with sources.prepare(dataset, writer.image_encoding, writer.jpeg_quality, writer.workers) as prepared:
+        skipped = [{"path": item.relative, "reason": item.reason} for item in prepared.skipped]
+        written = {}
+        for split, items in prepared.splits.items():
+            written[split], split_skipped = _write_split(directory, dataset, split, items, writer)
+            skipped += [{"path": item.relative, "reason": item.reason} for item in split_skipped]
+    kept = sum(info.num_examples for info in written.values())
+    if prepared.files_found is not None:
+        log.info("%s: kept %d, skipped %d%s", dataset.name, kept, len(skipped), _reasons(skipped))
+        if kept + len(skipped) != prepared.files_found:  # a bug, never a user error
+            raise RuntimeError(f"{kept} kept + {len(skipped)} skipped != {prepared.files_found} files found")
     manifest = Manifest(
         dataset=dataset.name,
         fingerprint=version,
-        schema=describe(list(dataset.image_shape)),
+        schema=describe(list(dataset.image_shape), writer.image_encoding),
         splits=written,
-        class_names=list(dataset.class_names),
+        class_names=prepared.class_names,
         writer=_writer_settings(writer),
         source=identity,
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         tool_version=tfrexp.__version__,
+        skipped=skipped,
+        files_found=prepared.files_found,
     )
     # Written last: its presence marks a finished version.
     (directory / MANIFEST_NAME).write_text(manifest.to_json())
@@ -125,33 +141,61 @@ def _write_version(
 
 
 def _write_split(
-    directory: Path, dataset: str, split: str, images: np.ndarray, labels: np.ndarray, writer: WriterConfig
-) -> SplitInfo:
-    encoder = ExampleEncoder()
-    count = len(labels)
-    if count == 0:
-        raise DataError(f"split {split!r} of {dataset} is empty")
-    record_bytes = len(encoder.encode(images[0], labels[0])) + _TFRECORD_FRAMING_BYTES
-    num_shards = max(1, min(count, math.ceil(count * record_bytes / (writer.shard_size_mb * 1e6))))
+    directory: Path, dataset: DatasetConfig, split: str, items: PreparedSplit, writer: WriterConfig
+) -> tuple[SplitInfo, list[Skipped]]:
+    """Shard i takes the items [i*n/k, (i+1)*n/k) of the stream; skipped items leave no record."""
+    encoder = ExampleEncoder(list(dataset.image_shape))
+    stream = iter(items.stream)
+    first = next(stream, None)
+    if first is None:
+        raise DataError(f"split {split!r} of {dataset.name} is empty")
+    sample = len(encoder.encode(*first)) if not isinstance(first, Skipped) else _raw_size(dataset)
+    num_shards = max(1, min(items.count, math.ceil(items.count * (sample + _TFRECORD_FRAMING_BYTES)
+                                                   / (writer.shard_size_mb * 1e6))))
     options = tf.io.TFRecordOptions(compression_type=compression_type(writer.compression))
     started = time.perf_counter()
-    shards = []
-    with tqdm(total=count, desc=f"{dataset}/{split}", unit="img", disable=None, mininterval=0.5) as progress:
+    shards, skipped = [], []
+    position = 0
+    pending = itertools.chain([first], stream)
+    with tqdm(total=items.count, desc=f"{dataset.name}/{split}", unit="img", disable=None,
+              mininterval=0.5) as progress:
         for index in range(num_shards):
-            begin, end = index * count // num_shards, (index + 1) * count // num_shards
-            path = directory / shard_name(dataset, split, index, num_shards)
+            end = (index + 1) * items.count // num_shards
+            path = directory / shard_name(dataset.name, split, index, num_shards)
+            written = 0
             with tf.io.TFRecordWriter(str(path), options) as out:
-                for position in range(begin, end):
-                    out.write(encoder.encode(images[position], labels[position]))
-            shards.append(Shard(file=path.name, num_examples=end - begin, num_bytes=path.stat().st_size))
-            progress.update(end - begin)
+                for item in itertools.islice(pending, end - position):
+                    if isinstance(item, Skipped):
+                        skipped.append(item)
+                    else:
+                        out.write(encoder.encode(*item))
+                        written += 1
+            progress.update(end - position)
+            position = end
+            shards.append(Shard(file=path.name, num_examples=written, num_bytes=path.stat().st_size))
+    count = sum(shard.num_examples for shard in shards)
+    if count == 0:
+        raise DataError(f"split {split!r} of {dataset.name}: none of its {items.count} files is a usable image")
     seconds = time.perf_counter() - started
-    total_mb = sum(shard.num_bytes for shard in shards) / 1e6
     log.info(
         "%s/%s: %d examples in %d shards, %.1f MB, %.2f s (%.0f examples/s)",
-        dataset, split, count, num_shards, total_mb, seconds, count / max(seconds, 1e-9),
+        dataset.name, split, count, num_shards, sum(s.num_bytes for s in shards) / 1e6, seconds,
+        count / max(seconds, 1e-9),
     )
-    return SplitInfo(num_examples=count, shards=shards)
+    return SplitInfo(num_examples=count, shards=shards), skipped
+
+
+def _raw_size(dataset: DatasetConfig) -> int:
+    height, width, channels = dataset.image_shape
+    return height * width * channels
+
+
+def _reasons(skipped: list[dict]) -> str:
+    """' (empty file: 2, not an image ...: 1)' -- reasons without the per-file detail in parentheses."""
+    if not skipped:
+        return ""
+    counts = collections.Counter(item["reason"].split(" (")[0] for item in skipped)
+    return " (" + ", ".join(f"{reason}: {n}" for reason, n in counts.most_common()) + ")"
 
 
 def _publish(staging: Path, final: Path) -> None:

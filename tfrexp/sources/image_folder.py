@@ -1,0 +1,176 @@
+"""Folders of image files: find and label them, split them by a stable hash of their path, and turn each
+file into an example (decoded, converted to the dataset's channels, resized, encoded) or a skip with a reason.
+
+No TensorFlow here: `prepare_file` runs in the writer's worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tfrexp.config import ImageFolderSource, Layout, Resize
+from tfrexp.errors import DataError
+from tfrexp.records.encoding import ImageEncoding, encode_pixels
+
+SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
+                 "test": "test"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image file to read, with its split and class."""
+
+    relative: str  # '/'-separated path under the source folder: the file's identity
+    split: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    relative: str
+    reason: str
+
+
+@dataclass
+class Listing:
+    candidates: list[Candidate]  # sorted by path within each split
+    skipped: list[Skipped]  # files found that are not images of a class
+    class_names: list[str]
+    files_found: int
+
+
+def identity(source: ImageFolderSource) -> dict:
+    """Every file's path, size and modification time, folded into one digest (no file is read)."""
+    digest = hashlib.sha256()
+    count = 0
+    root = Path(source.path).resolve()
+    for relative in _all_files(root):
+        stat = (root / relative).stat()
+        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        count += 1
+    return {"kind": "image_folder", "path": str(root), "files": count, "files_sha256": digest.hexdigest(),
+            "layout": source.layout.value, "filename_pattern": source.filename_pattern,
+            "extensions": sorted(source.extensions), "resize": source.resize.value,
+            "test_fraction": source.test_fraction}
+
+
+def list_files(source: ImageFolderSource, class_names: list[str] | None, validation_fraction: float) -> Listing:
+    """Find every file; label and split the images, and say why each other file is left out."""
+    root = Path(source.path).resolve()
+    files = _all_files(root)
+    split_folders = _split_folders(root)
+    has_folder = {SPLIT_FOLDERS[name.lower()] for name in split_folders}
+    pattern = re.compile(source.filename_pattern)
+    extensions = {extension.lower() for extension in source.extensions}
+    layouts: dict[str, Layout] = {}
+    labelled, skipped = [], []
+    for relative in files:
+        parts = relative.split("/")
+        split = None
+        if split_folders:
+            if parts[0] not in split_folders or len(parts) == 1:
+                skipped.append(Skipped(relative, "outside the split folders"))
+                continue
+            split, parts = SPLIT_FOLDERS[parts[0].lower()], parts[1:]
+        if Path(parts[-1]).suffix.lower() not in extensions:
+            skipped.append(Skipped(relative, f"not an image file (extension '{Path(parts[-1]).suffix}')"))
+            continue
+        base = relative.split("/")[0] if split_folders else ""
+        if base not in layouts:
+            layouts[base] = source.layout if source.layout is not Layout.auto else _detect_layout(root / base)
+        if layouts[base] is Layout.class_folders:
+            if len(parts) < 2:
+                skipped.append(Skipped(relative, "not inside a class folder"))
+                continue
+            label_name = parts[0]
+        else:
+            match = pattern.match(parts[-1])
+            if match is None:
+                skipped.append(Skipped(relative, f"file name does not match {source.filename_pattern!r}"))
+                continue
+            label_name = match.group("label")
+        if split in (None, "train"):
+            # Splits without a folder of their own are carved from train by the path's hash.
+            split = _hash_split(relative, source.test_fraction, validation_fraction, has_folder)
+        labelled.append((relative, split, label_name))
+
+    if not labelled:
+        raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(extensions))})")
+    found_names = sorted({label for _, _, label in labelled})
+    names = list(class_names) if class_names is not None else found_names
+    unknown = sorted(set(found_names) - set(names))
+    if unknown:
+        raise DataError(f"{root}: classes {unknown} are not in dataset.class_names {names}")
+    empty = [name for name in names if name not in found_names]
+    if empty:
+        raise DataError(f"{root}: no images for class(es) {empty}")
+    candidates = [Candidate(relative, split, names.index(label)) for relative, split, label in labelled]
+    return Listing(candidates, skipped, names, len(files))
+
+
+def prepare_file(
+    root: str, candidate: Candidate, image_shape: tuple[int, int, int], resize: Resize,
+    encoding: ImageEncoding, jpeg_quality: int,
+) -> tuple[bytes, int] | Skipped:
+    """One file -> (encoded pixels, label), or the reason it cannot be used. Never raises on bad content."""
+    path = Path(root) / candidate.relative
+    if path.stat().st_size == 0:
+        return Skipped(candidate.relative, "empty file")
+    height, width, channels = image_shape
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes the whole file: truncated data fails here, not at training time
+            image = image.convert("L" if channels == 1 else "RGB")  # grayscale, palette, CMYK, RGBA ...
+    except Image.UnidentifiedImageError:
+        return Skipped(candidate.relative, "not an image (unrecognised content)")
+    except Image.DecompressionBombError:
+        return Skipped(candidate.relative, "image too large to decode safely")
+    except (OSError, ValueError, SyntaxError) as error:  # Pillow signals corrupt data with all three
+        return Skipped(candidate.relative, f"corrupt or truncated image ({error})")
+    if resize is Resize.squash:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    elif resize is Resize.pad:
+        image = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=0)
+    else:
+        image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+    return encode_pixels(pixels, encoding, jpeg_quality), candidate.label
+
+
+def _all_files(root: Path) -> list[str]:
+    """Every regular file under root, as sorted '/'-separated relative paths."""
+    found = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories.sort()
+        base = Path(directory).relative_to(root)
+        found.extend((base / name).as_posix() for name in names if (Path(directory) / name).is_file())
+    return sorted(found)
+
+
+def _split_folders(root: Path) -> list[str]:
+    """Subfolder names that are splits, when the folder is organised by split (it has a train/ folder)."""
+    names = [entry.name for entry in root.iterdir() if entry.is_dir()]
+    if not any(name.lower() == "train" for name in names):
+        return []
+    return [name for name in names if name.lower() in SPLIT_FOLDERS]
+
+
+def _detect_layout(folder: Path) -> Layout:
+    return Layout.class_folders if any(entry.is_dir() for entry in folder.iterdir()) else Layout.filename_label
+
+
+def _hash_split(relative: str, test_fraction: float, validation_fraction: float, existing: set[str]) -> str:
+    """A split from the path alone: stable across runs and machines, and new files move no old ones."""
+    position = int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") / 2**64
+    if "test" not in existing and position < test_fraction:
+        return "test"
+    if "validation" not in existing and position < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
