@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
 from tfrexp import config
-from tfrexp.cli import CONF_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,11 +21,7 @@ def data_dir() -> Path:
     return Path(value)
 
 
-def compose_config(*overrides: str):
-    """The real config tree with `overrides`, as Hydra composes it for the entrypoint."""
-    config.register_schemas()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+compose_config = config.compose  # the real config tree with overrides, as the entrypoint gets it
 
 
 @pytest.fixture

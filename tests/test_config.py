@@ -95,3 +95,13 @@ def test_cli_help_lists_the_config_groups():
     for group in ("dataset: ", "writer: ", "pipeline: ", "model: ", "trainer: ", "tracking: ", "paths: "):
         assert group in result.stdout
     assert "mnist_tfds" in result.stdout and "cnn_small" in result.stdout
+
+
+def test_experiment_overlays_set_values_across_groups(tmp_path):
+    mnist = config.to_settings(compose_config("experiment=mnist_seed", f"paths.output_dir={tmp_path}"))
+    assert mnist.model["_target_"].endswith("build_cnn") and mnist.model["convs_per_block"] == 1
+    assert (mnist.pipeline.batch_size, mnist.pipeline.repeat, mnist.trainer.epochs) == (32, Repeat.infinite, 2)
+    catdog = config.to_settings(compose_config("experiment=catdog_seed", f"dataset.source.path={tmp_path}",
+                                               f"paths.output_dir={tmp_path}"))
+    assert catdog.dataset.name == "catdog" and list(catdog.dataset.image_shape) == [150, 150, 3]
+    assert catdog.model["_target_"] == "tfrexp.models.catdog.build_catdog_cnn" and catdog.pipeline.batch_size == 32

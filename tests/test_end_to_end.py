@@ -77,3 +77,21 @@ def test_catdog_trains_end_to_end_on_a_folder_with_corrupt_files(tmp_path):
     skipped = json.loads(open(path).read())
     assert skipped["files_found"] == generated.files and len(skipped["skipped"]) == 4
     assert {item["path"] for item in skipped["skipped"]} >= {"Dog/31.jpg", "Cat/32.jpg"}  # empty, truncated
+
+
+def test_the_experiment_overlays_run(tmp_path):
+    """Smoke runs of every experiment file, shrunk."""
+    mnist = run_tfrexp("experiment=mnist_seed", "dataset.max_examples_per_split=320", "trainer.epochs=1",
+                       "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={tmp_path / 'mnist'}")
+    assert mnist.returncode == 0, mnist.stderr[-3000:]
+    generated = make_catdog_folder(tmp_path / "images", 12, seed=3, bad_files=False)
+    catdog = run_tfrexp("experiment=catdog_seed", f"dataset.source.path={generated.root}", "trainer.epochs=1",
+                        "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={tmp_path / 'catdog'}")
+    assert catdog.returncode == 0, catdog.stderr[-3000:]
+    for name, expected in (("mnist", ("mnist-cnn_small", "32", "infinite")), ("catdog", ("catdog-catdog_cnn", "32",
+                                                                                        "per_epoch"))):
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / name}/mlflow.db")
+        [run] = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+        params = run.data.params
+        assert (run.info.run_name, params["pipeline.batch_size"], params["pipeline.repeat"]) == expected
+        assert run.info.status == "FINISHED"

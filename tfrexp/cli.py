@@ -25,11 +25,8 @@ log = logging.getLogger("tfrexp")
 
 config.register_schemas()
 
-# The configs live in the project's top-level conf/, beside this package (installed editable).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -334,6 +334,20 @@ def _reject_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
             _reject_unknown_keys(node._get_node(key), child_schema, f"{prefix}{key}.")
 
 
+# The configs live in the project's top-level conf/, beside this package (installed editable).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config the entrypoint would get for `overrides`, for code that runs outside `tfrexp`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
 def to_settings(cfg: DictConfig) -> Config:
     """Resolve the composed config and build the typed settings; raises ConfigError on a bad value."""
     _reject_unknown_keys(cfg, Config, "")

@@ -68,7 +68,7 @@ def run(settings: Config, context: RunContext) -> float:
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
         history, test_metrics = training.fit_and_evaluate(
-            model, train, validation, test, plan, settings.trainer, callbacks=[EpochMetricsLogger()]
+            model, train, validation, test, plan, settings.trainer, callbacks=[EpochMetricsLogger(plan.examples_per_epoch)]
         )
         tracking.log_test_metrics(test_metrics)
         if test is not None:

@@ -25,16 +25,17 @@ class FitPlan:
     epochs: int  # fit's `epochs`
     steps_per_epoch: int | None  # fit's `steps_per_epoch`; None: the dataset's own length
     total_steps: int  # optimizer steps over the whole run, for the learning-rate schedule
+    examples_per_epoch: int  # examples one fit epoch consumes
 
 
 def fit_plan(num_examples: int, settings: PipelineConfig, epochs: int) -> FitPlan:
     batches_per_pass = math.ceil(num_examples / settings.batch_size)
     if settings.repeat is Repeat.infinite:
-        return FitPlan(epochs, batches_per_pass, epochs * batches_per_pass)
+        return FitPlan(epochs, batches_per_pass, epochs * batches_per_pass, batches_per_pass * settings.batch_size)
     if settings.repeat is Repeat.epochs:
         steps = math.ceil(epochs * num_examples / settings.batch_size)
-        return FitPlan(1, None, steps)
-    return FitPlan(epochs, None, epochs * batches_per_pass)
+        return FitPlan(1, None, steps, epochs * num_examples)
+    return FitPlan(epochs, None, epochs * batches_per_pass, num_examples)
 
 
 def build_dataset(

@@ -115,7 +115,7 @@ def _write_version(
         skipped = [{"path": item.relative, "reason": item.reason} for item in prepared.skipped]
         written = {}
         for split, items in prepared.splits.items():
-            written[split], split_skipped = _write_split(directory, dataset, split, items, writer)
+            written[split], split_skipped = write_split(directory, dataset, split, items, writer)
             skipped += [{"path": item.relative, "reason": item.reason} for item in split_skipped]
     kept = sum(info.num_examples for info in written.values())
     if prepared.files_found is not None:
@@ -140,7 +140,7 @@ def _write_version(
     return manifest
 
 
-def _write_split(
+def write_split(
     directory: Path, dataset: DatasetConfig, split: str, items: PreparedSplit, writer: WriterConfig
 ) -> tuple[SplitInfo, list[Skipped]]:
     """Shard i takes the items [i*n/k, (i+1)*n/k) of the stream; skipped items leave no record."""

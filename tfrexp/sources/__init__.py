@@ -69,7 +69,7 @@ def prepare(
     if not isinstance(dataset.source, ImageFolderSource):
         splits = load_splits(dataset)
         yield PreparedDataset(
-            splits={name: PreparedSplit(len(labels), _encode_arrays(images, labels, encoding, jpeg_quality))
+            splits={name: PreparedSplit(len(labels), encode_arrays(images, labels, encoding, jpeg_quality))
                     for name, (images, labels) in splits.items()},
             class_names=list(dataset.class_names),
         )
@@ -115,7 +115,8 @@ def carve_validation(splits: Splits, fraction: float, seed: int) -> Splits:
     return carved
 
 
-def _encode_arrays(images: np.ndarray, labels: np.ndarray, encoding: ImageEncoding, quality: int) -> Iterator[Prepared]:
+def encode_arrays(images: np.ndarray, labels: np.ndarray, encoding: ImageEncoding, quality: int) -> Iterator[Prepared]:
+    """In-memory images as the writer's stream of (encoded image, label)."""
     for image, label in zip(images, labels):
         yield encode_pixels(image, encoding, quality), int(label)
 
