@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_config, run_tfrexp
+from helpers import compose_config, run_tfrexp
 from tfrexp import config
 from tfrexp.config import Cache, Compression, Repeat
 from tfrexp.errors import ConfigError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_tfrexp
+from helpers import run_tfrexp
 from tfrexp.synthetic import make_catdog_folder
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ EPOCHS = 3
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory, data_dir):
-    from conftest import compose_config
+    from helpers import compose_config
     from tfrexp import config
 
     cfg = compose_config(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_tfrexp
+from helpers import run_tfrexp
 
 pytestmark = pytest.mark.slow
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import keras
 import mlflow
 
 import tfrexp
+from tfrexp.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +38,18 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         metrics["epoch_seconds"] = seconds
         metrics["examples_per_second"] = self.examples_per_epoch / seconds
         mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, with the reason as the error."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"training diverged: loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}; "
+                "lower trainer.learning_rate"
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch

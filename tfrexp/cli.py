@@ -15,8 +15,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tfrexp import config
 from tfrexp.errors import TfrexpError
@@ -54,8 +55,35 @@ def main(cfg: DictConfig) -> float:
             if "optuna" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_")):
                 raise
             return math.nan
-        print(f"tfrexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(error)
+
+
+class ConfigCheck(Callback):
+    """Checks the config before Hydra creates the run folder (conf/config.yaml lists it first), so a refused
+    run leaves nothing under outputs/. Hydra turns a callback's exception into a warning; SystemExit stops."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(composed: DictConfig) -> None:
+        task_config = composed.copy()
+        with read_write(task_config), open_dict(task_config):
+            del task_config["hydra"]  # what the task function will get, as Hydra does it
+        try:
+            config.to_settings(task_config)
+        except TfrexpError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            _refuse(error)
+
+
+def _refuse(error: Exception) -> None:
+    print(f"tfrexp: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,3 +15,7 @@ class DataError(TfrexpError):
 
 class RecordsError(TfrexpError):
     """TFRecords that are missing, corrupt or disagree with their manifest."""
+
+
+class TrainingDiverged(TfrexpError):
+    """The loss became NaN or infinite."""

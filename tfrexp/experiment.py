@@ -14,13 +14,15 @@ from typing import Any, Callable
 
 import keras
 import mlflow
+import tensorflow as tf
 from hydra.utils import get_method
 
 from tfrexp import reports, tracking, training
-from tfrexp.callbacks import EpochMetricsLogger
+from tfrexp.callbacks import EpochMetricsLogger, StopOnDivergence
 from tfrexp.config import Config
-from tfrexp.errors import ConfigError
+from tfrexp.errors import ConfigError, RecordsError
 from tfrexp.pipeline import build_dataset, fit_plan
+from tfrexp.records.verify import bad_shards_message
 from tfrexp.records.writer import ensure_records
 from tfrexp.sweep import JobIdentity
 
@@ -67,9 +69,14 @@ def run(settings: Config, context: RunContext) -> float:
         model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
-        history, test_metrics = training.fit_and_evaluate(
-            model, train, validation, test, plan, settings.trainer, callbacks=[EpochMetricsLogger(plan.examples_per_epoch)]
-        )
+        try:
+            history, test_metrics = training.fit_and_evaluate(
+                model, train, validation, test, plan, settings.trainer,
+                callbacks=[StopOnDivergence(), EpochMetricsLogger(plan.examples_per_epoch)],
+            )
+        except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+            # TensorFlow names no file; reading the shards again finds the bad one(s) for the message.
+            raise RecordsError(bad_shards_message(records.directory) or f"records unreadable ({error})") from None
         tracking.log_test_metrics(test_metrics)
         if test is not None:
             labels, predictions = training.predict_classes(model, test)

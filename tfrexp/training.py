@@ -88,7 +88,7 @@ def fit_and_evaluate(
         validation_data=validation,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=callbacks,
         verbose=trainer.verbose,
         shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
     )

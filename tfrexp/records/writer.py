@@ -49,8 +49,7 @@ class RecordSet:
 
 def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Path) -> RecordSet:
     """Reuse the version whose fingerprint matches the source and settings, or write it."""
-    identity = sources.identity(dataset)
-    version = fingerprint(identity, _dataset_settings(dataset), _writer_settings(writer), FORMAT_VERSION)
+    version, identity = version_fingerprint(dataset, writer)
     root = Path(records_dir) / dataset.name
     final = root / version
     if not writer.force and (final / MANIFEST_NAME).is_file():
@@ -58,7 +57,7 @@ def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Pa
         return RecordSet(final, read_manifest(final), reused=True)
 
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root / f".{version}.lock"):
+    with _exclusive_lock(lock_path(root, version)):
         # Another process may have published this version while we waited for the lock.
         if not writer.force and (final / MANIFEST_NAME).is_file():
             log.info("reusing records %s (written by another process)", final)
@@ -73,6 +72,17 @@ def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Pa
             shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote records %s", final)
     return RecordSet(final, manifest, reused=False)
+
+
+def version_fingerprint(dataset: DatasetConfig, writer: WriterConfig) -> tuple[str, dict]:
+    """The fingerprint of the version these settings ask for, and the source identity it covers."""
+    identity = sources.identity(dataset)
+    return fingerprint(identity, _dataset_settings(dataset), _writer_settings(writer), FORMAT_VERSION), identity
+
+
+def lock_path(root: Path, version: str) -> Path:
+    """The file whose flock its writer holds; beside the versions, so a finished version stays clean."""
+    return root / f".{version}.lock"
 
 
 def shard_name(dataset: str, split: str, index: int, count: int) -> str:

@@ -1,0 +1,32 @@
+"""Point 6: bad configuration and bad paths stop before any work, in one line, creating nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import run_tfrexp
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dataset=no_such_set", "Could not find 'dataset/no_such_set'"),
+        ("pipeline.batchsize=32", "Key 'batchsize' not in 'PipelineConfig'"),
+        ("+trainer.epoch=3", "trainer.epoch: unknown key"),
+        ("trainer.epochs=two", "Value 'two' of type 'str' could not be converted to Integer"),
+        ("pipeline.batch_size=-8", "pipeline.batch_size=-8: must be > 0"),
+        ("writer.shard_size_mb=0", "writer.shard_size_mb=0.0: must be > 0"),
+        ("paths.data_dir=/no/such/folder", "paths.data_dir='/no/such/folder': is not an existing directory"),
+        ("paths.data_dir={file}", "is not an existing directory"),
+        ("dataset.name=../../etc", "dataset.name='../../etc': must be a plain name"),
+    ],
+)
+def test_refused_before_any_work_and_nothing_created(tmp_path, override, message):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp(override.format(file=a_file), f"paths.output_dir={outputs}")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not outputs.exists(), f"a refused run created {sorted(p.name for p in outputs.rglob('*'))}"

@@ -1,0 +1,62 @@
+"""Point 3: processes asking for the same version at once: one writes, the others wait and reuse; a lock
+left by a killed writer blocks no one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from helpers import start_writer
+from tfrexp import config
+from tfrexp.records.writer import lock_path, version_fingerprint
+
+
+def _finish(processes):
+    """Each writer's last word (WROTE or REUSED). Reads through the text wrapper, which may already hold
+    lines read ahead by readline()."""
+    outputs = []
+    for process in processes:
+        stdout = process.stdout.read()
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
+        outputs.append(stdout.splitlines()[-1].split()[0])
+    return sorted(outputs)
+
+
+def test_one_writes_and_the_others_reuse(tmp_path, data_dir):
+    overrides = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={data_dir}",
+                 "dataset.max_examples_per_split=5000"]
+    assert _finish([start_writer(*overrides) for _ in range(4)]) == ["REUSED", "REUSED", "REUSED", "WROTE"]
+    versions = [p for p in (tmp_path / "outputs" / "records" / "mnist").iterdir() if not p.name.endswith(".lock")]
+    assert len(versions) == 1 and (versions[0] / "manifest.json").is_file()
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+handle = open(sys.argv[1], "a")
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_lock_holder_blocks_no_one(tmp_path, data_dir):
+    overrides = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={data_dir}",
+                 "dataset.max_examples_per_split=5000"]
+    settings = config.to_settings(config.compose(*overrides))
+    version, _ = version_fingerprint(settings.dataset, settings.writer)
+    root = settings.paths.records_dir / "mnist"
+    root.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path(root, version))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    waiting = [start_writer(*overrides) for _ in range(2)]
+    for process in waiting:
+        assert process.stdout.readline().strip() == "started"
+    time.sleep(3)  # ample time to write 5,000 MNIST images, were the lock not held
+    assert [process.poll() for process in waiting] == [None, None], "the writers must wait for the lock"
+    assert not any(path for path in root.iterdir() if (path / "manifest.json").exists())
+    holder.kill()  # SIGKILL: the holder never unlocks; the kernel drops its lock
+    holder.wait(timeout=30)
+    assert _finish(waiting) == ["REUSED", "WROTE"]
+    assert list(root.glob(".tmp-*")) == []

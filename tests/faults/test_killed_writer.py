@@ -1,0 +1,44 @@
+"""Point 1: a writer killed half-way (SIGKILL, one worker or several) leaves no finished version; the next
+run writes it cleanly and leaves no temporary folder behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from helpers import start_writer, wait_for
+from tfrexp import config
+from tfrexp.records.verify import verify_version
+from tfrexp.records.writer import ensure_records
+from tfrexp.synthetic import make_catdog_folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_catdog_folder(tmp_path_factory.mktemp("photos"), 150, seed=5, min_size=200, max_size=320).root
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_writer_leaves_nothing_that_looks_finished(tmp_path, photos, workers):
+    overrides = [f"paths.output_dir={tmp_path / 'outputs'}", "dataset=catdog", f"dataset.source.path={photos}",
+                 "writer.shard_size_mb=0.3", f"writer.num_workers={workers}"]
+    root = tmp_path / "outputs" / "records" / "catdog"
+    writer = start_writer(*overrides)
+
+    def half_written():
+        staging = list(root.glob(".tmp-*")) if root.exists() else []
+        return bool(staging) and len(list(staging[0].glob("*.tfrecord-*"))) >= 3
+    wait_for(half_written, 120, "the writer to be half-way")
+    os.killpg(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+
+    finished = [path for path in root.iterdir() if (path / "manifest.json").exists()]
+    assert finished == [] and list(root.glob(".tmp-*")), "the killed writer's staging folder is all there is"
+
+    settings = config.to_settings(config.compose(*overrides))
+    record_set = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    assert not record_set.reused
+    assert list(root.glob(".tmp-*")) == [] and list(root.glob(".old-*")) == []
+    assert all(check.problem is None for check in verify_version(record_set.directory))

@@ -1,0 +1,126 @@
+"""Check a record version against its manifest (`tfrexp-records verify`) and show what it holds
+(`tfrexp-records inspect`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfrexp.errors import RecordsError
+from tfrexp.records.manifest import MANIFEST_NAME, Manifest, read_manifest
+from tfrexp.records.schema import parse_batch, parse_encoded
+from tfrexp.records.writer import compression_type
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    split: str
+    file: str
+    expected: int
+    found: int
+    problem: str | None  # None: every record's CRC is right, it decodes, and the count matches
+
+
+def verify_version(directory: Path, splits: list[str] | None = None) -> list[ShardCheck]:
+    """Read every record of every shard: CRCs (TensorFlow checks them), decoding, counts against the manifest."""
+    manifest = read_manifest(directory)
+    checks = []
+    for split, info in manifest.splits.items():
+        if splits is not None and split not in splits:
+            continue
+        for shard in info.shards:
+            checks.append(_check_shard(directory / shard.file, split, shard.num_examples, manifest))
+    return checks
+
+
+def bad_shards_message(directory: Path, splits: list[str] | None = None) -> str | None:
+    """One line naming the bad shards and how to rebuild, or None when all are good."""
+    bad = [check for check in verify_version(directory, splits) if check.problem]
+    if not bad:
+        return None
+    listed = "; ".join(f"{directory / check.file}: {check.problem}" for check in bad)
+    return f"corrupt records: {listed}. Rebuild them with writer.force=true"
+
+
+def _check_shard(path: Path, split: str, expected: int, manifest: Manifest) -> ShardCheck:
+    if not path.is_file():
+        return ShardCheck(split, path.name, expected, 0, "missing")
+    shape = manifest.image_shape
+    dataset = tf.data.TFRecordDataset(str(path), compression_type=compression_type(manifest.writer["compression"]))
+    if manifest.image_encoding == "raw":
+        dataset = dataset.batch(512).map(lambda serialized: parse_batch(serialized, shape))
+    else:
+        dataset = dataset.map(lambda serialized: parse_encoded(serialized, shape)).batch(512)
+    found = 0
+    try:
+        for _, labels in dataset:
+            found += int(labels.shape[0])
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
+        reason = error.message.split(" [Op:")[0].split("}}")[-1].strip()
+        return ShardCheck(split, path.name, expected, found, f"unreadable after {found} records ({reason})")
+    if found != expected:
+        return ShardCheck(split, path.name, expected, found, f"{found} records, the manifest says {expected}")
+    return ShardCheck(split, path.name, expected, found, None)
+
+
+def _inspect(directory: Path, examples: int) -> None:
+    manifest = read_manifest(directory)
+    print(f"{directory}\n  dataset {manifest.dataset}, fingerprint {manifest.fingerprint}, "
+          f"written {manifest.created_at} by tfrexp {manifest.tool_version}")
+    print(f"  schema: image {manifest.image_shape} {manifest.image_encoding}, "
+          f"compression {manifest.writer['compression']}; classes {manifest.class_names}")
+    for split, info in manifest.splits.items():
+        size = sum(shard.num_bytes for shard in info.shards) / 1e6
+        print(f"  {split}: {info.num_examples} examples in {len(info.shards)} shards, {size:.1f} MB")
+        for shard in info.shards:
+            print(f"    {shard.file}  {shard.num_examples} examples  {shard.num_bytes / 1e6:.2f} MB")
+    if manifest.skipped:
+        print(f"  skipped files: {len(manifest.skipped)} (listed in {MANIFEST_NAME})")
+    split = next(iter(manifest.splits))
+    from tfrexp.config import PipelineConfig
+    from tfrexp.pipeline import build_dataset
+
+    ordered = PipelineConfig(batch_size=max(1, examples), deterministic=True)
+    for images, labels in build_dataset(directory, manifest, split, ordered, training=False).take(1):
+        for image, label in zip(images.numpy()[:examples], labels.numpy()[:examples]):
+            name = manifest.class_names[label]
+            print(f"  {split} example: label {label} ({name}), {list(image.shape)} uint8, "
+                  f"pixels min {image.min()} mean {np.mean(image):.1f} max {image.max()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tfrexp-records", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="check every record's CRC and the counts; non-zero exit if bad")
+    verify.add_argument("versions", nargs="+", type=Path, help="record version folders (holding manifest.json)")
+    inspect = commands.add_parser("inspect", help="counts, sizes, schema and a few decoded examples")
+    inspect.add_argument("version", type=Path)
+    inspect.add_argument("--examples", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "inspect":
+            _inspect(args.version, args.examples)
+            return
+        bad = 0
+        for version in args.versions:
+            for check in verify_version(version):
+                status = "ok " if check.problem is None else "BAD"
+                detail = f"{check.found} records" if check.problem is None else check.problem
+                print(f"{status} {version / check.file}: {detail}")
+                bad += check.problem is not None
+        print(f"{'all shards ok' if not bad else f'{bad} bad shard(s)'}")
+        if bad:
+            print("rebuild with: tfrexp ... writer.force=true", file=sys.stderr)
+            sys.exit(1)
+    except RecordsError as error:
+        print(f"tfrexp-records: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
