@@ -45,6 +45,10 @@ def main(cfg: DictConfig) -> float:
             run_dir=Path(hydra_cfg.runtime.output_dir),
         )
         return run(settings, context)
+    except KeyboardInterrupt:
+        print("tfrexp: interrupted; the MLflow run ends KILLED and its last finished epoch is saved: "
+              "run the same command with trainer.resume=true to continue it", file=sys.stderr)
+        sys.exit(130)
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not (in_sweep or isinstance(error, TfrexpError)):
             raise

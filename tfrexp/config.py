@@ -253,6 +253,7 @@ class TrainerConfig:
     objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
     objective_direction: str = "max"  # max | min: which end of the objective is best
     verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
+    resume: bool = False  # continue the latest interrupted run of this same config, from its last epoch
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "trainer.epochs", self.epochs, "must be > 0")

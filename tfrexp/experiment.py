@@ -8,9 +8,12 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import keras
 import mlflow
@@ -45,13 +48,21 @@ def run(settings: Config, context: RunContext) -> float:
     build_model = model_builder(settings.model)
     experiment_id = tracking.connect(settings.tracking)
     identity = context.identity
-    with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id) as active_run:
-        tracking.log_config(context.resolved_config, context.config_yaml)
+    digest = tracking.config_digest(context.resolved_config)
+    resume_id = tracking.find_interrupted_run(experiment_id, digest) if settings.trainer.resume else None
+    if settings.trainer.resume:
+        log.info("trainer.resume: %s", f"continuing run {resume_id}" if resume_id else "nothing to resume, new run")
+    tags = {**identity.tags, "config.digest": digest}
+    with _sigterm_as_interrupt(), tracking.start_run(
+        experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id
+    ) as active_run:
+        if resume_id is None:  # a resumed run has them already
+            tracking.log_config(context.resolved_config, context.config_yaml)
         records = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
         counts = {split: info.num_examples for split, info in manifest.splits.items()}
         tracking.log_records(records.directory, manifest, records.reused)
-        for split in counts:
+        for split in counts if resume_id is None else ():
             tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
 
         device = training.configure_device(settings.trainer)
@@ -72,7 +83,12 @@ def run(settings: Config, context: RunContext) -> float:
         try:
             history, test_metrics = training.fit_and_evaluate(
                 model, train, validation, test, plan, settings.trainer,
-                callbacks=[StopOnDivergence(), EpochMetricsLogger(plan.examples_per_epoch)],
+                callbacks=[
+                    StopOnDivergence(),
+                    # Saves model and optimizer after every epoch; `trainer.resume=true` restores from here.
+                    keras.callbacks.BackupAndRestore(str(Path(settings.paths.output_dir) / "backups" / active_run.info.run_id)),
+                    EpochMetricsLogger(plan.examples_per_epoch),
+                ],
             )
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
             # TensorFlow names no file; reading the shards again finds the bad one(s) for the message.
@@ -94,6 +110,23 @@ def run(settings: Config, context: RunContext) -> float:
     print(f"ui      : {tracking.where_to_look(settings.tracking.uri, experiment_id, run_id)}")
     print(f"result  : " + ", ".join(f"{key}={value:.4f}" for key, value in test_metrics.items()))
     return objective
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED in MLflow, the last epoch saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (a joblib worker's job may run elsewhere)
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def model_builder(node: Any) -> Callable[..., keras.Model]:

@@ -70,26 +70,61 @@ def _probe_server(uri: str, timeout_s: float = 5.0) -> None:
 
 @contextmanager
 def start_run(
-    experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+    experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, FAILED (with the error as a tag and a text artifact) or KILLED."""
+    """An MLflow run that ends FINISHED, FAILED (with the error as a tag and a text artifact) or KILLED.
+
+    With resume_run_id, that earlier run is reopened and continued instead."""
     if parent_run_id:
         tags = {**tags, "mlflow.parentRunId": parent_run_id}
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+        mlflow.set_tags({**tags, "resumed": "true", "error": ""})
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted")
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end_run_reporting("interrupted", RunStatus.KILLED)
         raise
     except BaseException as error:
-        message = f"{type(error).__name__}: {error}"
-        mlflow.set_tag("error", message[:5000])
-        mlflow.log_text(message, "error.txt")
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        _end_run_reporting(f"{type(error).__name__}: {error}", RunStatus.FAILED)
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _end_run_reporting(message: str, status: int) -> None:
+    """Record why the run ended; if the store itself is what failed, keep the original error visible."""
+    try:
+        mlflow.set_tag("error", message[:5000])
+        if status == RunStatus.FAILED:
+            mlflow.log_text(message, "error.txt")
+        mlflow.end_run(RunStatus.to_string(status))
+    except MlflowException as store_error:
+        log.error("could not mark the run %s in MLflow: %s", RunStatus.to_string(status), store_error)
+
+
+def config_digest(resolved: dict) -> str:
+    """Names a config for resuming: the resolved values, without trainer.resume itself."""
+    import hashlib
+    import json
+
+    trimmed = {**resolved, "trainer": {k: v for k, v in resolved.get("trainer", {}).items() if k != "resume"}}
+    return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_interrupted_run(experiment_id: str, digest: str) -> str | None:
+    """The latest KILLED or FAILED run of this config, to resume."""
+    runs = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.`config.digest` = '{digest}'",
+        order_by=["attributes.start_time DESC"], output_format="list", max_results=20,
+    )
+    for run in runs:
+        if run.info.status in {"KILLED", "FAILED"}:
+            return run.info.run_id
+    return None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

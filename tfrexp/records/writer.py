@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import errno
 import fcntl
 import itertools
 import logging
@@ -27,7 +28,7 @@ from tqdm import tqdm
 import tfrexp
 from tfrexp import sources
 from tfrexp.config import Compression, DatasetConfig, WriterConfig
-from tfrexp.errors import DataError
+from tfrexp.errors import DataError, RecordsError
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
 from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
 from tfrexp.sources import PreparedSplit
@@ -64,10 +65,15 @@ def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Pa
             return RecordSet(final, read_manifest(final), reused=True)
         _remove_leftovers(root, version)
         staging = root / f".tmp-{version}-{os.getpid()}"
-        staging.mkdir()
         try:
+            staging.mkdir()
             manifest = _write_version(staging, dataset, writer, version, identity)
             _publish(staging, final)
+        except (OSError, tf.errors.ResourceExhaustedError) as error:
+            if isinstance(error, OSError) and error.errno != errno.ENOSPC:
+                raise
+            raise RecordsError(f"no space left on the device of {root} while writing {dataset.name} records; "
+                               "nothing was published and earlier versions are untouched") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote records %s", final)
