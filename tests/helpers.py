@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,37 @@ def wait_for(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(backend_db: Path, artifacts: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on loopback with its own SQLite store; returns once /health answers."""
+    port = port or free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{backend_db}", "--artifacts-destination", str(artifacts),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return server, uri
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server: subprocess.Popen, kill: bool = False) -> None:
+    """Stop the server and its worker processes (SIGKILL when kill=True, as a crash would)."""
+    os.killpg(server.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    server.wait(timeout=30)

@@ -17,7 +17,7 @@ def test_default_config_composes_into_typed_settings(make_settings, data_dir):
     assert isinstance(settings.dataset.source, config.IdxSource)
     assert settings.dataset.source.dir == str(data_dir / "mnist")
     assert settings.pipeline.repeat is Repeat.per_epoch
-    assert settings.pipeline.cache is Cache.none
+    assert settings.pipeline.cache is Cache.auto
     assert settings.writer.compression is Compression.none
     assert settings.model["_target_"] == "tfrexp.models.convnets.build_cnn"
     assert settings.tracking.uri.startswith("sqlite:///") and settings.tracking.uri.endswith("/mlflow.db")

@@ -116,3 +116,9 @@ def test_a_manifest_that_disagrees_with_the_records_fails_loudly(records):
     with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 75 elements but contained only 70"):
         for _ in dataset:
             pass
+
+
+def test_a_fixed_parallelism_above_the_number_of_shards_works(records):
+    settings = PipelineConfig(batch_size=BATCH, parallelism=8)  # validation has a single shard
+    dataset = build_dataset(records.directory, records.manifest, "validation", settings, training=True)
+    assert sum(len(labels) for _, labels in dataset) == records.manifest.splits["validation"].num_examples

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import run_tfrexp
+from helpers import free_port, run_tfrexp, start_mlflow_server, stop_mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -102,35 +97,11 @@ def test_optuna_search_goes_on_past_failed_trials(tmp_path):
     assert "rate=1.5" in next(run for run in children if run.info.status == "FAILED").data.tags["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+    server, uri = start_mlflow_server(tmp_path / "server.db", tmp_path / "art")
     yield uri
-    server.terminate()
-    server.wait(timeout=30)
+    stop_mlflow_server(server)
 
 
 def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
@@ -150,7 +121,7 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, mlflow_server):
 
 def test_an_unreachable_server_stops_the_run_before_any_work(tmp_path):
     outputs = tmp_path / "outputs"
-    result = run_tfrexp(*TINY, f"tracking.uri=http://127.0.0.1:{_free_port()}", f"paths.output_dir={outputs}")
+    result = run_tfrexp(*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}", f"paths.output_dir={outputs}")
     assert result.returncode != 0
     assert "the MLflow server does not answer" in result.stderr and "Traceback" not in result.stderr
     assert not (outputs / "records").exists()

@@ -7,37 +7,53 @@ import math
 import time
 
 import keras
-import mlflow
 
 import tfrexp
 from tfrexp.errors import TrainingDiverged
+from tfrexp.pipeline import ReadyTimes
+from tfrexp.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
     """Logs every metric Keras reports at the end of an epoch, with step = epoch number (1-based),
-    plus the epoch's wall time and throughput. Errors propagate: a metric that cannot be stored is not
-    silently lost."""
+    plus the epoch's wall time and throughput. Values the store does not take are kept and retried."""
 
-    def __init__(self, examples_per_epoch: int) -> None:
+    def __init__(self, examples_per_epoch: int, metrics: MetricBuffer, ready: ReadyTimes | None = None) -> None:
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
+        self.metrics = metrics  # keeps what the store does not take, to retry
+        self.ready = ready  # when each training batch was ready: gives the time steps waited for input
+        self._step_ends: list[float] = []
+        self._epoch_first_batch: list[int] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
+        self._epoch_first_batch.append(len(self._step_ends))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if batch == 0 and not getattr(self, "_first_step_seen", False):
-            self._first_step_seen = True
+        self._step_ends.append(time.perf_counter())
+        if len(self._step_ends) == 1:
             log.info("first training step done, %.1f s after start-up", time.perf_counter() - tfrexp.STARTED)
+
+    def _input_wait_seconds(self) -> float | None:
+        """Time this epoch's steps waited for their batch: batch k+1 kept the loop waiting for as long as it
+        became ready after step k ended. The epoch's first batch is left out (validation ran before it)."""
+        if self.ready is None or self.model.steps_per_execution != 1:
+            return None  # several steps per callback: the step ends are not observable
+        first, ends, ready = self._epoch_first_batch[-1], self._step_ends, self.ready.times
+        return sum(max(0.0, ready[k + 1] - ends[k]) for k in range(first, min(len(ends), len(ready)) - 1))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {name: float(value) for name, value in (logs or {}).items()}
         seconds = time.perf_counter() - self._started
         metrics["epoch_seconds"] = seconds
         metrics["examples_per_second"] = self.examples_per_epoch / seconds
-        mlflow.log_metrics(metrics, step=epoch + 1)
+        waited = self._input_wait_seconds()
+        if waited is not None:
+            metrics["input_wait_share"] = waited / seconds
+        self.metrics.log(metrics, step=epoch + 1)
 
 
 class StopOnDivergence(keras.callbacks.Callback):

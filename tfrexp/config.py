@@ -49,6 +49,7 @@ class Repeat(str, enum.Enum):
 
 
 class Cache(str, enum.Enum):
+    auto = "auto"  # memory when the split's decoded records fit in pipeline.cache_budget_mb, else none
     none = "none"
     memory = "memory"
     disk = "disk"
@@ -224,7 +225,8 @@ class PipelineConfig:
     batch_size: int = 128
     parallelism: Any = "autotune"  # "autotune" or a fixed number of parallel calls
     shuffle_buffer: int = 10_000
-    cache: Cache = Cache.none
+    cache: Cache = Cache.auto
+    cache_budget_mb: float = 1024.0  # cache=auto caches a split in memory up to this size
     deterministic: bool = False
     repeat: Repeat = Repeat.per_epoch
 

@@ -24,7 +24,7 @@ from tfrexp import reports, tracking, training
 from tfrexp.callbacks import EpochMetricsLogger, StopOnDivergence
 from tfrexp.config import Config
 from tfrexp.errors import ConfigError, RecordsError
-from tfrexp.pipeline import build_dataset, fit_plan
+from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
 from tfrexp.records.verify import bad_shards_message
 from tfrexp.records.writer import ensure_records
 from tfrexp.sweep import JobIdentity
@@ -69,8 +69,10 @@ def run(settings: Config, context: RunContext) -> float:
         mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
         plan = fit_plan(counts["train"], settings.pipeline, settings.trainer.epochs)
         cache_dir = context.run_dir / "tfdata-cache"
+        ready = ReadyTimes()
         train = build_dataset(records.directory, manifest, "train", settings.pipeline, training=True,
-                              seed=settings.trainer.seed, epochs=settings.trainer.epochs, cache_dir=cache_dir)
+                              seed=settings.trainer.seed, epochs=settings.trainer.epochs, cache_dir=cache_dir,
+                              ready_times=ready)
         validation, test = (
             build_dataset(records.directory, manifest, split, settings.pipeline, training=False)
             if split in counts else None
@@ -80,6 +82,7 @@ def run(settings: Config, context: RunContext) -> float:
         model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
+        metrics = tracking.MetricBuffer()
         try:
             history, test_metrics = training.fit_and_evaluate(
                 model, train, validation, test, plan, settings.trainer,
@@ -87,13 +90,14 @@ def run(settings: Config, context: RunContext) -> float:
                     StopOnDivergence(),
                     # Saves model and optimizer after every epoch; `trainer.resume=true` restores from here.
                     keras.callbacks.BackupAndRestore(str(Path(settings.paths.output_dir) / "backups" / active_run.info.run_id)),
-                    EpochMetricsLogger(plan.examples_per_epoch),
+                    EpochMetricsLogger(plan.examples_per_epoch, metrics, ready),
                 ],
             )
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
             # TensorFlow names no file; reading the shards again finds the bad one(s) for the message.
             raise RecordsError(bad_shards_message(records.directory) or f"records unreadable ({error})") from None
-        tracking.log_test_metrics(test_metrics)
+        metrics.log(test_metrics)
+        metrics.give_up(context.run_dir / "unsent_metrics.json", settings.tracking.uri)
         if test is not None:
             labels, predictions = training.predict_classes(model, test)
             confusion = reports.confusion_matrix(labels, predictions, len(manifest.class_names))

@@ -7,6 +7,7 @@ ETA) and no pass over the data is ever spent counting.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,26 @@ def fit_plan(num_examples: int, settings: PipelineConfig, epochs: int) -> FitPla
     return FitPlan(epochs, None, epochs * batches_per_pass, num_examples)
 
 
+def _cache_mode(manifest: Manifest, split: str, settings: PipelineConfig) -> Cache:
+    """auto: memory when the split's records, decoded, fit the budget (the manifest knows their size)."""
+    if settings.cache is not Cache.auto:
+        return settings.cache
+    height, width, channels = manifest.image_shape
+    decoded_mb = manifest.splits[split].num_examples * (height * width * channels + 64) / 1e6
+    return Cache.memory if decoded_mb <= settings.cache_budget_mb else Cache.none
+
+
+class ReadyTimes:
+    """When each batch of a pipeline became ready, in delivery order (see `build_dataset(ready_times=...)`)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def stamp(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        tf.py_function(lambda: self.times.append(time.perf_counter()), [], [])
+        return images, labels
+
+
 def build_dataset(
     directory: Path,
     manifest: Manifest,
@@ -48,6 +69,7 @@ def build_dataset(
     seed: int = 0,
     epochs: int = 1,
     cache_dir: Path | None = None,
+    ready_times: ReadyTimes | None = None,
 ) -> tf.data.Dataset:
     """Shards -> interleave -> (cache) -> shuffle -> repeat -> batch -> parse -> prefetch.
 
@@ -66,12 +88,13 @@ def build_dataset(
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
         cycle_length=len(files),
-        num_parallel_calls=parallel,
+        # TensorFlow refuses more parallel readers than files being cycled over.
+        num_parallel_calls=parallel if parallel == tf.data.AUTOTUNE else min(parallel, len(files)),
         deterministic=order,
     )
     # The manifest's count becomes the cardinality; TensorFlow raises if the records hold a different number.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
-    if settings.cache is Cache.memory:
+    if _cache_mode(manifest, split, settings) is Cache.memory:
         dataset = dataset.cache()
     elif settings.cache is Cache.disk:
         if cache_dir is None:
@@ -99,4 +122,7 @@ def build_dataset(
             lambda serialized: parse_encoded(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
         )
         dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
+    if ready_times is not None:
+        # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
+        dataset = dataset.map(ready_times.stamp)
     return dataset.prefetch(tf.data.AUTOTUNE)

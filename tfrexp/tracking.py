@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -42,6 +44,10 @@ def connect(tracking: TrackingConfig) -> str:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     elif parsed.scheme in {"http", "https"}:
         _probe_server(uri)
+        # MLflow's defaults retry a dead server for minutes per call; a user's own settings win.
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")):
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     try:
         experiment = mlflow.get_experiment_by_name(tracking.experiment)
@@ -152,8 +158,46 @@ def log_records(directory: Path, manifest: Manifest, reused: bool) -> None:
         mlflow.log_dict({"files_found": manifest.files_found, "skipped": manifest.skipped}, "skipped_files.json")
 
 
-def log_test_metrics(metrics: dict[str, float]) -> None:
-    mlflow.log_metrics(metrics)
+class MetricBuffer:
+    """Logs metrics; values the store does not take (it went away) are kept and retried with the next call.
+
+    `unsent()` after a final retry says what never got through, so nothing is dropped silently."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[dict[str, float], int]] = []
+        self._warned = False
+
+    def log(self, metrics: dict[str, float], step: int = 0) -> None:
+        self._pending.append((metrics, step))
+        self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            metrics, step = self._pending[0]
+            try:
+                mlflow.log_metrics(metrics, step=step)
+            except (MlflowException, OSError) as error:
+                if not self._warned:
+                    log.warning("the MLflow store does not take metrics (%s); keeping them to retry",
+                                str(error).splitlines()[0][:300])
+                    self._warned = True
+                return
+            self._pending.pop(0)
+
+    def unsent(self) -> list[dict]:
+        self.flush()
+        return [{"step": step, "metrics": metrics} for metrics, step in self._pending]
+
+    def give_up(self, path: Path, tracking_uri: str) -> None:
+        """Raise if some values never reached the store, after writing them to `path`."""
+        unsent = self.unsent()
+        if not unsent:
+            return
+        path.write_text(json.dumps(unsent, indent=2))
+        raise TrackingError(
+            f"the MLflow store {tracking_uri} stopped answering during the run: {len(unsent)} sets of metric "
+            f"values were not stored; they are in {path} (training itself finished)"
+        )
 
 
 def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> None:
