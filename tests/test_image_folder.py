@@ -111,3 +111,9 @@ def test_folders_without_usable_images_are_clear_errors(tmp_path, make_settings)
         _write(_settings(make_settings, generated.root, "dataset.class_names=[Cat,Dog,Bird]"))
     with pytest.raises(DataError, match=r"classes \['Dog'\] are not in dataset.class_names"):
         _write(_settings(make_settings, generated.root, "dataset.class_names=[Cat,Bird]"))
+    # a class folder with nothing usable in it is a class without images, not a class that vanishes
+    for path in (generated.root / "Dog").iterdir():
+        path.unlink()
+    (generated.root / "Dog" / "readme.txt").write_text("no dogs yet")
+    with pytest.raises(DataError, match=r"no images for class\(es\) \['Dog'\]"):
+        _write(_settings(make_settings, generated.root))

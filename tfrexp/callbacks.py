@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import keras
 
@@ -69,3 +73,46 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
+
+
+class Interrupts:
+    """SIGINT and SIGTERM as KeyboardInterrupt, held back while an epoch is being logged and saved, so the
+    MLflow history and the backup always agree on the last finished epoch (no epoch lost or logged twice
+    on resume). Use `installed()` around training and put `hold()` / `release()` around those callbacks."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: int | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers belong to the main thread (a joblib worker's job may run elsewhere)
+            return
+        previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def hold(self) -> keras.callbacks.Callback:
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._start_holding())
+
+    def release(self) -> keras.callbacks.Callback:
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._stop_holding())
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = signum
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def _start_holding(self) -> None:
+        self._holding = True
+
+    def _stop_holding(self) -> None:
+        self._holding = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise KeyboardInterrupt(f"signal {signum}")

@@ -8,12 +8,9 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
-import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import keras
 import mlflow
@@ -21,7 +18,7 @@ import tensorflow as tf
 from hydra.utils import get_method
 
 from tfrexp import reports, tracking, training
-from tfrexp.callbacks import EpochMetricsLogger, StopOnDivergence
+from tfrexp.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence
 from tfrexp.config import Config
 from tfrexp.errors import ConfigError, RecordsError
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
@@ -53,7 +50,8 @@ def run(settings: Config, context: RunContext) -> float:
     if settings.trainer.resume:
         log.info("trainer.resume: %s", f"continuing run {resume_id}" if resume_id else "nothing to resume, new run")
     tags = {**identity.tags, "config.digest": digest}
-    with _sigterm_as_interrupt(), tracking.start_run(
+    interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
+    with interrupts.installed(), tracking.start_run(
         experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id
     ) as active_run:
         if resume_id is None:  # a resumed run has them already
@@ -88,9 +86,12 @@ def run(settings: Config, context: RunContext) -> float:
                 model, train, validation, test, plan, settings.trainer,
                 callbacks=[
                     StopOnDivergence(),
-                    # Saves model and optimizer after every epoch; `trainer.resume=true` restores from here.
-                    keras.callbacks.BackupAndRestore(str(Path(settings.paths.output_dir) / "backups" / active_run.info.run_id)),
+                    interrupts.hold(),
                     EpochMetricsLogger(plan.examples_per_epoch, metrics, ready),
+                    # Saves model and optimizer after every epoch; `trainer.resume=true` restores from here.
+                    keras.callbacks.BackupAndRestore(str(Path(settings.paths.output_dir) / "backups"
+                                                         / active_run.info.run_id)),
+                    interrupts.release(),
                 ],
             )
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
@@ -114,23 +115,6 @@ def run(settings: Config, context: RunContext) -> float:
     print(f"ui      : {tracking.where_to_look(settings.tracking.uri, experiment_id, run_id)}")
     print(f"result  : " + ", ".join(f"{key}={value:.4f}" for key, value in test_metrics.items()))
     return objective
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED in MLflow, the last epoch saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread (a joblib worker's job may run elsewhere)
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def model_builder(node: Any) -> Callable[..., keras.Model]:

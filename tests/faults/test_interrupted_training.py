@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from helpers import REPO, run_tfrexp, wait_for
 
-RUN = ["model=cnn", "dataset.max_examples_per_split=2500", "trainer.epochs=4", "trainer.verbose=0",
+RUN = ["model=cnn_small", "dataset.max_examples_per_split=2500", "trainer.epochs=4", "trainer.verbose=0",
        "tracking.log_model=false"]
 
 

@@ -104,7 +104,12 @@ def list_files(source: ImageFolderSource, class_names: list[str] | None, validat
     if not labelled:
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(extensions))})")
     found_names = sorted({label for _, _, label in labelled})
-    names = list(class_names) if class_names is not None else found_names
+    # With class folders, every folder is a class, also one without a single usable image.
+    folder_names = sorted({name for base, layout in layouts.items() if layout is Layout.class_folders
+                           for name in _subfolders(root / base)})
+    names = list(class_names) if class_names is not None else sorted({*found_names, *folder_names})
+    if len(names) < 2:
+        raise DataError(f"{root}: found only the class(es) {names}; a classifier needs at least 2")
     unknown = sorted(set(found_names) - set(names))
     if unknown:
         raise DataError(f"{root}: classes {unknown} are not in dataset.class_names {names}")
@@ -160,6 +165,10 @@ def _split_folders(root: Path) -> list[str]:
     if not any(name.lower() == "train" for name in names):
         return []
     return [name for name in names if name.lower() in SPLIT_FOLDERS]
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return [entry.name for entry in folder.iterdir() if entry.is_dir()]
 
 
 def _detect_layout(folder: Path) -> Layout:
