@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -446,10 +447,11 @@ def _log_to_mlflow(report: dict, table: str) -> None:
     experiment_id = tracking.connect(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"bench-{report['date']}"):
         mlflow.log_params({f"machine.{key}": value for key, value in report["machine"].items()})
-        for index, row in enumerate(report["rows"]):
-            mlflow.log_metric(f"case{index}.ours", row["ours"])
+        for row in report["rows"]:
+            name = re.sub(r"[^a-z0-9]+", "_", row["case"].lower()).strip("_")[:80]  # a metric name MLflow takes
+            mlflow.log_metric(f"{name}.ours", row["ours"])
             if row["ratio"] is not None:
-                mlflow.log_metric(f"case{index}.ratio", row["ratio"])
+                mlflow.log_metric(f"{name}.ratio", row["ratio"])
         mlflow.log_text(table, "bench.md")
         mlflow.log_dict(report, "bench.json")
 
