@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,10 +40,11 @@ def connect(tracking: TrackingConfig) -> str:
     """
     uri = tracking.uri
     parsed = urlparse(uri)
+    server = parsed.scheme in {"http", "https"}
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    elif parsed.scheme in {"http", "https"}:
+    elif server:
         _probe_server(uri)
         # MLflow's defaults retry a dead server for minutes per call; a user's own settings win.
         for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
@@ -54,7 +56,7 @@ def connect(tracking: TrackingConfig) -> str:
         if experiment is not None:
             return experiment.experiment_id
         location = tracking.artifact_location
-        if parsed.scheme in {"http", "https"}:
+        if server:
             location = None  # a server stores artifacts where it was told to (its artifact proxy)
         elif location and "://" not in location:
             location = Path(location).resolve().as_uri()
@@ -114,9 +116,6 @@ def _end_run_reporting(message: str, status: int) -> None:
 
 def config_digest(resolved: dict) -> str:
     """Names a config for resuming: the resolved values, without trainer.resume itself."""
-    import hashlib
-    import json
-
     trimmed = {**resolved, "trainer": {k: v for k, v in resolved.get("trainer", {}).items() if k != "resume"}}
     return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

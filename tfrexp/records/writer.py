@@ -128,11 +128,11 @@ def _write_version(
     directory: Path, dataset: DatasetConfig, writer: WriterConfig, version: str, identity: dict
 ) -> Manifest:
     with sources.prepare(dataset, writer.image_encoding, writer.jpeg_quality, writer.workers) as prepared:
-        skipped = [{"path": item.relative, "reason": item.reason} for item in prepared.skipped]
+        skipped = [item.as_record() for item in prepared.skipped]
         written = {}
         for split, items in prepared.splits.items():
             written[split], split_skipped = write_split(directory, dataset, split, items, writer)
-            skipped += [{"path": item.relative, "reason": item.reason} for item in split_skipped]
+            skipped += [item.as_record() for item in split_skipped]
     kept = sum(info.num_examples for info in written.values())
     if prepared.files_found is not None:
         log.info("%s: kept %d, skipped %d%s", dataset.name, kept, len(skipped), _reasons(skipped))

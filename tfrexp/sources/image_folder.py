@@ -37,6 +37,10 @@ class Skipped:
     relative: str
     reason: str
 
+    def as_record(self) -> dict:
+        """As the manifest lists it."""
+        return {"path": self.relative, "reason": self.reason}
+
 
 @dataclass
 class Listing:
