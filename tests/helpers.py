@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tfrexp import config
+from tfrexp import config, job, sources
+from tfrexp.config.schema import Config
+from tfrexp.records.writer import RecordSet, ensure_records
 
 REPO = Path(__file__).resolve().parent.parent
 
-compose_config = config.compose  # the real config tree with overrides, as the entrypoint gets it
+compose_config = job.compose  # the real config tree with overrides, as the entrypoint gets it
+
+
+def write_records(settings: Config) -> RecordSet:
+    """The records of these settings, written or reused, as a run gets them."""
+    return ensure_records(sources.build(settings.dataset), settings.writer, settings.paths.records_dir)
 
 
 def run_tfrexp(*arguments: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 600):
@@ -34,11 +41,11 @@ def run_tfrexp(*arguments: str, env: dict | None = None, cwd: Path = REPO, timeo
 
 WRITER = """
 import sys
-from tfrexp import config
+from tfrexp import config, job, sources
 from tfrexp.records.writer import ensure_records
-settings = config.to_settings(config.compose(*sys.argv[1:]))
+settings = config.to_settings(job.compose(*sys.argv[1:]))
 print("started", flush=True)
-record_set = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+record_set = ensure_records(sources.build(settings.dataset), settings.writer, settings.paths.records_dir)
 print("REUSED" if record_set.reused else "WROTE", record_set.directory, flush=True)
 """
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrexp import bench
+from tfrexp.bench import cli
+from tfrexp.bench.measure import check_epoch, digests, timed_epoch
 
 IMAGES = np.arange(20 * 4, dtype=np.uint8).reshape(20, 2, 2, 1)
 LABELS = np.arange(20, dtype=np.int64) % 3
@@ -19,8 +20,8 @@ def _epoch(images=IMAGES, labels=LABELS):
 
 
 def test_the_right_epoch_passes_in_any_order():
-    bench.check_epoch(_epoch(), bench._digests(IMAGES, LABELS), "right")
-    bench.timed_epoch(_epoch(), 20, "right")()
+    check_epoch(_epoch(), digests(IMAGES, LABELS), "right")
+    timed_epoch(_epoch(), 20, "right")()
 
 
 @pytest.mark.parametrize(
@@ -34,17 +35,17 @@ def test_the_right_epoch_passes_in_any_order():
 )
 def test_a_wrong_epoch_is_refused(wrong, complaint):
     with pytest.raises(RuntimeError, match=complaint):
-        bench.check_epoch(wrong, bench._digests(IMAGES, LABELS), "wrong")
+        check_epoch(wrong, digests(IMAGES, LABELS), "wrong")
 
 
 def test_a_short_timed_epoch_is_refused():
     with pytest.raises(RuntimeError, match="delivered 19 examples, expected 20"):
-        bench.timed_epoch(_epoch().unbatch().skip(1).batch(6), 20, "short")()
+        timed_epoch(_epoch().unbatch().skip(1).batch(6), 20, "short")()
 
 
 @pytest.mark.slow
 def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
-    bench.main(["--cases", "catdog", "--catdog-images", "40", "--repeats", "1", "--output", str(tmp_path)])
+    cli.main(["--cases", "catdog", "--catdog-images", "40", "--repeats", "1", "--output", str(tmp_path)])
     [report_file] = tmp_path.glob("bench-*.json")
     report = json.loads(report_file.read_text())
     assert [row["case"].split(",")[-1].strip() for row in report["rows"]] == [

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from helpers import compose_config, run_tfrexp
-from tfrexp import config
+from tfrexp import config, job, sources
 from tfrexp.config import Cache, Compression, Repeat
 from tfrexp.errors import ConfigError
 
@@ -14,8 +14,9 @@ from tfrexp.errors import ConfigError
 def test_default_config_composes_into_typed_settings(make_settings, data_dir):
     settings = make_settings()
     assert settings.dataset.name == "mnist"
-    assert isinstance(settings.dataset.source, config.IdxSource)
-    assert settings.dataset.source.dir == str(data_dir / "mnist")
+    source = sources.build(settings.dataset)
+    assert isinstance(source, sources.idx.Source)
+    assert source.settings.dir == str(data_dir / "mnist")
     assert settings.pipeline.repeat is Repeat.per_epoch
     assert settings.pipeline.cache is Cache.auto
     assert settings.writer.compression is Compression.none
@@ -25,7 +26,8 @@ def test_default_config_composes_into_typed_settings(make_settings, data_dir):
 
 def test_no_data_dir_means_no_search_folder(tmp_path):
     cfg = compose_config(f"paths.output_dir={tmp_path}", "paths.data_dir=null")
-    assert config.to_settings(cfg).dataset.source.dir is None
+    _, source = job.check(cfg)
+    assert source.settings.dir is None
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_compose_time_errors_name_the_key_and_value(override, value):
 )
 def test_invalid_values_raise_config_error_naming_key_and_value(make_settings, override, message):
     with pytest.raises(ConfigError) as raised:
-        make_settings(override)
+        sources.build(make_settings(override).dataset)
     assert message in str(raised.value)
 
 

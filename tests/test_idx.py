@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfrexp import sources
 from tfrexp.errors import DataError
 from tfrexp.sources import idx
 
@@ -24,7 +25,7 @@ TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 @pytest.fixture
 def source(make_settings):
-    return make_settings().dataset.source
+    return sources.build(make_settings().dataset).settings
 
 
 def test_reads_the_real_mnist_with_digests_checked(source):
@@ -77,7 +78,7 @@ def test_no_files_and_no_network_says_where_to_put_them(tmp_path, source):
     offline = replace(source, dir=str(tmp_path / "data" / "mnist"), download_dir=str(tmp_path / "downloads"),
                       mirror=f"http://127.0.0.1:{_closed_port()}/")
     with pytest.raises(DataError) as raised:
-        idx.identity(offline)
+        idx.locate(offline, "train-images-idx3-ubyte")
     message = str(raised.value)
     assert "train-images-idx3-ubyte not found" in message
     assert f"Put the files (gzipped or not) into {tmp_path / 'data' / 'mnist'}/" in message

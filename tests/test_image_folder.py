@@ -11,7 +11,8 @@ import pytest
 from tfrexp.config import PipelineConfig
 from tfrexp.errors import DataError
 from tfrexp.pipeline import build_dataset
-from tfrexp.records.writer import ensure_records
+from helpers import write_records
+from tfrexp import sources
 from tfrexp.sources import image_folder
 from tfrexp.synthetic import make_catdog_folder
 
@@ -23,7 +24,7 @@ def _settings(make_settings, folder, *overrides):
 
 
 def _write(settings):
-    return ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    return write_records(settings)
 
 
 @pytest.mark.parametrize(("layout", "class_names"), [("class_folders", ["Cat", "Dog"]),
@@ -70,7 +71,7 @@ def test_one_worker_and_several_write_identical_records(tmp_path, make_settings)
 
 def test_splits_are_stable_and_adding_files_moves_none(tmp_path, make_settings):
     generated = make_catdog_folder(tmp_path / "images", 40, seed=4, min_size=40, max_size=60, bad_files=False)
-    source = _settings(make_settings, generated.root).dataset.source
+    source = sources.build(_settings(make_settings, generated.root).dataset).settings
 
     def splits():
         listing = image_folder.list_files(source, None, validation_fraction=0.2)
@@ -92,7 +93,7 @@ def test_split_folders_are_kept_and_missing_splits_carved_from_train(tmp_path, m
     root = tmp_path / "images"
     make_catdog_folder(root / "train", 30, seed=6, min_size=40, max_size=60, bad_files=False)
     make_catdog_folder(root / "test", 5, seed=7, min_size=40, max_size=60, bad_files=False)
-    listing = image_folder.list_files(_settings(make_settings, root).dataset.source, None, 0.2)
+    listing = image_folder.list_files(sources.build(_settings(make_settings, root).dataset).settings, None, 0.2)
     by_split = collections.defaultdict(set)
     for candidate in listing.candidates:
         by_split[candidate.split].add(candidate.relative.split("/")[0])

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from tfrexp.callbacks import EpochMetricsLogger
 from tfrexp.config import Cache, PipelineConfig, Repeat
 from tfrexp.pipeline import ReadyTimes, build_dataset
-from tfrexp.records.writer import ensure_records
+from helpers import write_records
 from tfrexp.synthetic import make_catdog_folder
 from tfrexp.tracking import MetricBuffer
 
@@ -40,7 +40,7 @@ def test_input_wait_share_is_measured_per_epoch(tmp_path, make_settings, size, e
     settings = make_settings("dataset=catdog", f"dataset.source.path={photos.root}", f"writer.image_encoding={encoding}",
                              "dataset.validation_fraction=0", "dataset.source.test_fraction=0",
                              f"dataset.image_shape=[{size},{size},3]")
-    records = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    records = write_records(settings)
     ready = ReadyTimes()
     # infinite: one iterator for the whole fit, 40 steps an epoch, so per-epoch fixed costs stay small
     pipeline = PipelineConfig(batch_size=8, parallelism=parallelism, cache=cache, shuffle_buffer=16,

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfrexp.config import Cache, PipelineConfig, Repeat
 from tfrexp.pipeline import build_dataset, fit_plan
-from tfrexp.records.writer import ensure_records
+from helpers import write_records
 
 BATCH = 64
 EPOCHS = 3
@@ -30,7 +30,7 @@ def records(tmp_path_factory, data_dir):
         "writer.shard_size_mb=0.2",
     )
     settings = config.to_settings(cfg)
-    return ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    return write_records(settings)
 
 
 def _fingerprints(images: np.ndarray, labels: np.ndarray) -> list[str]:

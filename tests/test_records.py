@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from tfrexp import sources
+from tfrexp.sources import idx
 from tfrexp.records.manifest import read_manifest
-from tfrexp.records.schema import parse_batch
-from tfrexp.records.writer import compression_type, ensure_records, shard_name
+from tfrexp.records import reader
+from tfrexp.records.writer import shard_name
+from helpers import write_records
 
 SLICE = "dataset.max_examples_per_split=1500"
 SMALL_SHARDS = "writer.shard_size_mb=0.4"  # ~490 MNIST records per shard, so splits have several shards
@@ -22,9 +24,8 @@ def _read_in_write_order(record_set, split):
     """Shard after shard, record after record, through the schema's own parser."""
     images, labels = [], []
     for path in record_set.manifest.shard_paths(record_set.directory, split):
-        compression = compression_type(record_set.manifest.writer["compression"])
-        for batch in tf.data.TFRecordDataset(str(path), compression_type=compression).batch(500):
-            batch_images, batch_labels = parse_batch(batch, record_set.manifest.image_shape)
+        for batch in reader.open_shard(str(path), record_set.manifest.compression).batch(500):
+            batch_images, batch_labels = reader.parse_batch(batch, record_set.manifest.image_shape)
             images.append(batch_images.numpy())
             labels.append(batch_labels.numpy())
     return np.concatenate(images), np.concatenate(labels)
@@ -33,8 +34,8 @@ def _read_in_write_order(record_set, split):
 @pytest.mark.parametrize("compression", ["none", "GZIP", "ZLIB"])
 def test_round_trip_returns_identical_pixels_and_labels(make_settings, compression):
     settings = make_settings(SLICE, SMALL_SHARDS, f"writer.compression={compression}")
-    record_set = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
-    expected = sources.load_splits(settings.dataset)
+    record_set = write_records(settings)
+    expected = sources.build(settings.dataset).splits()
     assert sorted(record_set.manifest.splits) == ["test", "train", "validation"]
     for split, (images, labels) in expected.items():
         read_images, read_labels = _read_in_write_order(record_set, split)
@@ -45,7 +46,7 @@ def test_round_trip_returns_identical_pixels_and_labels(make_settings, compressi
 
 def test_shards_have_tfds_names_and_the_manifest_counts_what_is_on_disk(make_settings):
     settings = make_settings(SLICE, SMALL_SHARDS)
-    record_set = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    record_set = write_records(settings)
     manifest = read_manifest(record_set.directory)
     assert manifest.splits["train"].num_examples == 1350 and manifest.splits["validation"].num_examples == 150
     train_shards = manifest.splits["train"].shards
@@ -68,7 +69,7 @@ def test_shards_have_tfds_names_and_the_manifest_counts_what_is_on_disk(make_set
 
 def _fingerprint(make_settings, *overrides, output_dir=None):
     settings = make_settings(SLICE, *overrides, output_dir=output_dir)
-    return ensure_records(settings.dataset, settings.writer, settings.paths.records_dir).manifest.fingerprint
+    return write_records(settings).manifest.fingerprint
 
 
 def test_fingerprint_changes_when_and_only_when_source_or_settings_change(make_settings, tmp_path, data_dir):
@@ -97,27 +98,27 @@ def test_fingerprint_changes_when_and_only_when_source_or_settings_change(make_s
 
 def test_same_fingerprint_is_reused_without_reading_the_source(make_settings, monkeypatch):
     settings = make_settings(SLICE)
-    first = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    first = write_records(settings)
     assert not first.reused
 
-    def must_not_load(dataset):
+    def must_not_load(self):
         raise AssertionError("the source was read although the records could be reused")
 
-    monkeypatch.setattr(sources, "load_splits", must_not_load)
-    second = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    monkeypatch.setattr(idx.Source, "load_arrays", must_not_load)
+    second = write_records(settings)
     assert second.reused and second.directory == first.directory
     assert second.manifest == first.manifest
 
 
 def test_force_rewrites_and_leftovers_of_a_killed_writer_are_removed(make_settings):
     settings = make_settings(SLICE)
-    first = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    first = write_records(settings)
     root = first.directory.parent
     orphan = root / f".tmp-{first.manifest.fingerprint}-999999"
     orphan.mkdir()
     (orphan / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"half")
     forced = make_settings(SLICE, "writer.force=true")
-    second = ensure_records(forced.dataset, forced.writer, forced.paths.records_dir)
+    second = write_records(forced)
     assert not second.reused and second.directory == first.directory
     assert second.manifest.created_at >= first.manifest.created_at
     assert sorted(path.name for path in root.iterdir() if not path.name.endswith(".lock")) == [first.directory.name]

@@ -1,4 +1,4 @@
-"""Keras callbacks that report training to MLflow."""
+"""Keras callbacks around training: per-epoch metrics to MLflow, divergence, signals, and their order."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import keras
@@ -18,6 +19,25 @@ from tfrexp.pipeline import ReadyTimes
 from tfrexp.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
+
+
+def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backup_dir: Path) -> list:
+    """The callbacks of `fit`, in the order that is the run's contract. Keras calls them in list order:
+
+    1. stop at the first batch whose loss is not finite, before anything of that batch is logged;
+    2. from here until 5, a SIGINT/SIGTERM is held back, so that
+    3. the epoch's metrics are logged to MLflow and
+    4. model and optimizer are saved (`trainer.resume=true` restores from here) as one step: the store
+       and the backup always agree on the last finished epoch, and a resumed run logs each epoch once;
+    5. a signal that arrived meanwhile is raised now, after the save.
+    """
+    return [
+        StopOnDivergence(),
+        interrupts.hold(),
+        logger,
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        interrupts.release(),
+    ]
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
@@ -31,6 +51,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.ready = ready  # when each training batch was ready: gives the time steps waited for input
         self._step_ends: list[float] = []
         self._epoch_first_batch: list[int] = []
+        self.startup_seconds: float | None = None  # process start to the end of the first training step
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -39,7 +60,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step_ends.append(time.perf_counter())
         if len(self._step_ends) == 1:
-            log.info("first training step done, %.1f s after start-up", time.perf_counter() - tfrexp.STARTED)
+            self.startup_seconds = self._step_ends[0] - tfrexp.STARTED
+            log.info("first training step done, %.1f s after start-up", self.startup_seconds)
 
     def _input_wait_seconds(self) -> float | None:
         """Time this epoch's steps waited for their batch: batch k+1 kept the loop waiting for as long as it
@@ -57,6 +79,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         waited = self._input_wait_seconds()
         if waited is not None:
             metrics["input_wait_share"] = waited / seconds
+        if self.startup_seconds is not None and len(self._epoch_first_batch) == 1:
+            metrics["startup_seconds"] = self.startup_seconds
         self.metrics.log(metrics, step=epoch + 1)
 
 

@@ -1,4 +1,4 @@
-"""The `tfrexp` entrypoint (also `python -m tfrexp`): a Hydra app over the top-level conf/ directory.
+"""The `tfrexp` entrypoint (also `python -m tfrexp`): a Hydra app over the config tree shipped in tfrexp/conf/.
 
 It composes and checks the config before TensorFlow is imported, so a mistake costs well under a
 second; user-facing errors are printed as one line (HYDRA_FULL_ERROR=1 shows the traceback). In a sweep
@@ -17,34 +17,28 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
-from tfrexp import config
+from tfrexp import config, job
 from tfrexp.errors import TfrexpError
 
 log = logging.getLogger("tfrexp")
 
-config.register_schemas()
+job.register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        settings = config.to_settings(cfg)
-        # Imports TensorFlow: only once the config is known to be good.
-        from tfrexp.experiment import RunContext, run
-        from tfrexp.sweep import job_identity
+        settings, source = job.check(cfg)
+        context = job.context(cfg, hydra_cfg, settings, Path(hydra_cfg.runtime.output_dir))
+        from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 
-        hydra_cfg = HydraConfig.get()
-        model_name = hydra_cfg.runtime.choices.get("model") or "model"
-        context = RunContext(
-            resolved_config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-            identity=job_identity(hydra_cfg, settings.dataset.name, model_name, settings.tracking.run_name),
-            run_dir=Path(hydra_cfg.runtime.output_dir),
-        )
-        return run(settings, context)
+        result = experiment.run(settings, source, context)
+        print(result.summary())
+        return result.objective
     except KeyboardInterrupt:
         print("tfrexp: interrupted; the MLflow run ends KILLED and its last finished epoch is saved: "
               "run the same command with trainer.resume=true to continue it", file=sys.stderr)
@@ -56,14 +50,14 @@ def main(cfg: DictConfig) -> float:
             # The job's MLflow run is already FAILED. Optuna marks a trial that raises as failed and goes
             # on (max_failure_rate); Hydra's basic sweeper would stop the sweep, so there it scores NaN.
             log.error("job failed: %s", error, exc_info=not isinstance(error, TfrexpError))
-            if "optuna" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_")):
+            if "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_")):
                 raise
             return math.nan
         _refuse(error)
 
 
 class ConfigCheck(Callback):
-    """Checks the config before Hydra creates the run folder (conf/config.yaml lists it first), so a refused
+    """Checks the config before Hydra creates the run folder (config.yaml lists it first), so a refused
     run leaves nothing under outputs/. Hydra turns a callback's exception into a warning; SystemExit stops."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
@@ -74,11 +68,8 @@ class ConfigCheck(Callback):
 
     @staticmethod
     def _check(composed: DictConfig) -> None:
-        task_config = composed.copy()
-        with read_write(task_config), open_dict(task_config):
-            del task_config["hydra"]  # what the task function will get, as Hydra does it
         try:
-            config.to_settings(task_config)
+            job.check(composed)
         except TfrexpError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise

@@ -1,6 +1,7 @@
 """One experiment, as a checklist: records -> pipeline -> model -> fit/evaluate, tracked in MLflow.
 
-Takes the typed settings the entrypoint built; no Hydra config travels past this module's signature.
+Takes the typed settings and a source the entrypoint built; no Hydra config travels past this module's
+signature. Returns a `RunResult`, which the CLI prints, the Python API returns and the benchmark reads.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,126 +17,133 @@ from typing import Any, Callable
 import keras
 import mlflow
 import tensorflow as tf
-from hydra.utils import get_method
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
-from tfrexp import reports, tracking, training
-from tfrexp.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence
-from tfrexp.config import Config
+from tfrexp import tracking, training
+from tfrexp.callbacks import EpochMetricsLogger, Interrupts, training_callbacks
+from tfrexp.config.schema import Config
 from tfrexp.errors import ConfigError, RecordsError
+from tfrexp.job import RunContext
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
+from tfrexp.records.examples import ExampleSource
 from tfrexp.records.verify import bad_shards_message
 from tfrexp.records.writer import ensure_records
-from tfrexp.sweep import JobIdentity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunContext:
-    """What the entrypoint knows beyond the settings: names, the resolved config, where to put scratch."""
+class RunResult:
+    """What a finished run produced and where to find it."""
 
-    resolved_config: dict
-    config_yaml: str
-    identity: JobIdentity  # run name, tags, parent run of a sweep
-    run_dir: Path
+    run_id: str
+    run_name: str
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    test_metrics: dict[str, float]
+    objective: float  # the value of trainer.objective
+    records_dir: Path
+    records_reused: bool
+    fit_seconds: float  # Keras fit alone: training and validation epochs
+    startup_seconds: float | None  # from the process's start to the end of the first training step
+
+    def summary(self) -> str:
+        """The lines the `tfrexp` command ends with."""
+        return "\n".join([
+            f"records : {self.records_dir} ({'reused' if self.records_reused else 'written'})",
+            f"run     : {self.run_id} ({self.run_name}) in experiment '{self.experiment}', {self.tracking_uri}",
+            f"ui      : {tracking.where_to_look(self.tracking_uri, self.experiment_id, self.run_id)}",
+            "result  : " + ", ".join(f"{key}={value:.4f}" for key, value in self.test_metrics.items()),
+        ])
 
 
-def run(settings: Config, context: RunContext) -> float:
-    """Run the experiment; returns the value of trainer.objective for a sweeper."""
+def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResult:
+    """Run the experiment; the MLflow run ends FINISHED, FAILED or KILLED whatever happens."""
     keras.utils.set_random_seed(settings.trainer.seed)
     build_model = model_builder(settings.model)
     experiment_id = tracking.connect(settings.tracking)
     identity = context.identity
     digest = tracking.config_digest(context.resolved_config)
-    resume_id = tracking.find_interrupted_run(experiment_id, digest) if settings.trainer.resume else None
+    resume_id = None
     if settings.trainer.resume:
+        resume_id = tracking.find_interrupted_run(experiment_id, digest)
         log.info("trainer.resume: %s", f"continuing run {resume_id}" if resume_id else "nothing to resume, new run")
-    tags = {**identity.tags, "config.digest": digest}
     interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
+    tags = {**identity.tags, "config.digest": digest}
     with interrupts.installed(), tracking.start_run(
         experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id
     ) as active_run:
-        if resume_id is None:  # a resumed run has them already
+        run_id = active_run.info.run_id
+        if resume_id is None:  # a resumed run logged its config and inputs the first time
             tracking.log_config(context.resolved_config, context.config_yaml)
-        records = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+        records = ensure_records(source, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
-        counts = {split: info.num_examples for split, info in manifest.splits.items()}
         tracking.log_records(records.directory, manifest, records.reused)
-        for split in counts if resume_id is None else ():
-            tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
+        if resume_id is None:
+            for split in manifest.splits:
+                tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
 
-        device = training.configure_device(settings.trainer)
+        device = training.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile)
         mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
-        plan = fit_plan(counts["train"], settings.pipeline, settings.trainer.epochs)
+        plan = fit_plan(manifest.splits["train"].num_examples, settings.pipeline, settings.trainer.epochs)
         cache_dir = context.run_dir / "tfdata-cache"
         ready = ReadyTimes()
         train = build_dataset(records.directory, manifest, "train", settings.pipeline, training=True,
                               seed=settings.trainer.seed, epochs=settings.trainer.epochs, cache_dir=cache_dir,
                               ready_times=ready)
-        validation, test = (
-            build_dataset(records.directory, manifest, split, settings.pipeline, training=False)
-            if split in counts else None
-            for split in ("validation", "test")
-        )
+        evaluation = {split: build_dataset(records.directory, manifest, split, settings.pipeline, training=False)
+                      for split in ("validation", "test") if split in manifest.splits}
 
         model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
         metrics = tracking.MetricBuffer()
+        logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready)
+        backup_dir = Path(settings.paths.output_dir) / "backups" / run_id
+        fit_started = time.perf_counter()
         try:
-            history, test_metrics = training.fit_and_evaluate(
-                model, train, validation, test, plan, settings.trainer,
-                callbacks=[
-                    StopOnDivergence(),
-                    interrupts.hold(),
-                    EpochMetricsLogger(plan.examples_per_epoch, metrics, ready),
-                    # Saves model and optimizer after every epoch; `trainer.resume=true` restores from here.
-                    keras.callbacks.BackupAndRestore(str(Path(settings.paths.output_dir) / "backups"
-                                                         / active_run.info.run_id)),
-                    interrupts.release(),
-                ],
-            )
+            history = training.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose,
+                                   training_callbacks(interrupts, logger, backup_dir))
+            fit_seconds = time.perf_counter() - fit_started
+            test_metrics = training.evaluate(model, evaluation["test"]) if "test" in evaluation else {}
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
             # TensorFlow names no file; reading the shards again finds the bad one(s) for the message.
             raise RecordsError(bad_shards_message(records.directory) or f"records unreadable ({error})") from None
         metrics.log(test_metrics)
         metrics.give_up(context.run_dir / "unsent_metrics.json", settings.tracking.uri)
-        if test is not None:
-            labels, predictions = training.predict_classes(model, test)
-            confusion = reports.confusion_matrix(labels, predictions, len(manifest.class_names))
-            tracking.log_report(history, confusion, manifest.class_names)
+        if "test" in evaluation:
+            labels, predictions = training.predict_classes(model, evaluation["test"])
+            tracking.log_report(history, labels, predictions, manifest.class_names)
         if settings.tracking.log_model:
-            example_images, _ = next(iter((test or validation or train).take(1)))
+            sample = evaluation["test"] if "test" in evaluation else train
+            example_images, _ = next(iter(sample.take(1)))
             tracking.log_model(model, example_images.numpy()[:8])
         shutil.rmtree(cache_dir, ignore_errors=True)
         objective = _objective(settings.trainer.objective, history, test_metrics)
 
-    run_id = active_run.info.run_id
-    print(f"records : {records.directory} ({'reused' if records.reused else 'written'})")
-    print(f"run     : {run_id} ({identity.run_name}) in experiment '{settings.tracking.experiment}', {settings.tracking.uri}")
-    print(f"ui      : {tracking.where_to_look(settings.tracking.uri, experiment_id, run_id)}")
-    print(f"result  : " + ", ".join(f"{key}={value:.4f}" for key, value in test_metrics.items()))
-    return objective
+    return RunResult(run_id=run_id, run_name=identity.run_name, experiment=settings.tracking.experiment,
+                     experiment_id=experiment_id,
+                     tracking_uri=settings.tracking.uri, test_metrics=test_metrics, objective=objective,
+                     records_dir=records.directory, records_reused=records.reused, fit_seconds=fit_seconds,
+                     startup_seconds=logger.startup_seconds)
 
 
 def model_builder(node: Any) -> Callable[..., keras.Model]:
-    """The `_target_` function of the model config, bound to its arguments; bad arguments are a ConfigError."""
-    arguments = dict(node)
-    target = arguments.pop("_target_", None)
-    if not target:
+    """The `_target_` function of the model config with its arguments bound (Hydra's `_partial_`); it is
+    called with the dataset's `input_shape` and `num_classes`. A bad target or argument is a ConfigError."""
+    if not isinstance(node, dict) or not node.get("_target_"):
         raise ConfigError("model._target_ is missing: name a model builder function")
     try:
-        function = get_method(target)
-    except Exception as error:  # Hydra raises a bare Exception for an unimportable path
-        raise ConfigError(f"model._target_={target!r}: cannot be imported ({error})") from None
-    try:
-        inspect.signature(function).bind(input_shape=[1, 1, 1], num_classes=2, **arguments)
+        build = instantiate(node, _partial_=True)
+    except InstantiationException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(f"model._target_={node['_target_']!r}: {first_line}") from None
+    try:  # the arguments, checked now rather than when the model is built
+        inspect.signature(build.func).bind(input_shape=[1, 1, 1], num_classes=2, **build.keywords)
     except TypeError as error:
-        raise ConfigError(f"model ({target}): {error}") from None
-
-    def build(input_shape: list[int], num_classes: int) -> keras.Model:
-        return function(input_shape=input_shape, num_classes=num_classes, **arguments)
-
+        raise ConfigError(f"model ({node['_target_']}): {error}") from None
     return build
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfrexp.config import Cache, PipelineConfig, Repeat
+from tfrexp.config.schema import Cache, PipelineConfig, Repeat
+from tfrexp.errors import ConfigError
+from tfrexp.records import reader
 from tfrexp.records.manifest import Manifest
-from tfrexp.records.schema import parse_batch, parse_encoded
-from tfrexp.records.writer import compression_type
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def build_dataset(
     if training:
         # A new shard order every epoch, so the shuffle buffer mixes different neighbours each time.
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    compression = compression_type(manifest.writer["compression"])
+    compression = manifest.compression
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        lambda path: reader.open_shard(path, compression),
         cycle_length=len(files),
         # TensorFlow refuses more parallel readers than files being cycled over.
         num_parallel_calls=parallel if parallel == tf.data.AUTOTUNE else min(parallel, len(files)),
@@ -98,7 +98,7 @@ def build_dataset(
         dataset = dataset.cache()
     elif settings.cache is Cache.disk:
         if cache_dir is None:
-            raise ValueError("pipeline.cache=disk needs a cache directory")
+            raise ConfigError("pipeline.cache='disk': needs a cache directory (the run folder gives one)")
         cache_dir.mkdir(parents=True, exist_ok=True)
         dataset = dataset.cache(str(cache_dir / f"{manifest.fingerprint}-{split}"))
     if training and settings.shuffle_buffer > 0:
@@ -109,19 +109,8 @@ def build_dataset(
         dataset = dataset.repeat()
     elif training and settings.repeat is Repeat.epochs:
         dataset = dataset.repeat(epochs)
-    image_shape = manifest.image_shape
-    if manifest.image_encoding == "raw":
-        # Batch the serialized records first, then parse the whole batch in one op: far cheaper per example.
-        dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
-        dataset = dataset.map(
-            lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
-        )
-    else:
-        # PNG and JPEG decode one image at a time; decoding in parallel before batching keeps every core busy.
-        dataset = dataset.map(
-            lambda serialized: parse_encoded(serialized, image_shape), num_parallel_calls=parallel, deterministic=order
-        )
-        dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
+    dataset = reader.batch_and_parse(dataset, manifest.image_encoding, manifest.image_shape, settings.batch_size,
+                                     parallel, order)
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
         dataset = dataset.map(ready_times.stamp)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp import tracking
-from tfrexp.config import TrackingConfig
+from tfrexp.config.schema import TrackingConfig
+from tfrexp.job import JobIdentity
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class JobIdentity:
-    """How one job's MLflow run is named, tagged and attached to its sweep."""
-
-    run_name: str
-    tags: dict[str, str]
-    parent_run_id: str | None
 
 
 def job_identity(hydra_cfg: Any, dataset: str, model: str, run_name: str | None) -> JobIdentity:
@@ -53,12 +43,14 @@ def job_identity(hydra_cfg: Any, dataset: str, model: str, run_name: str | None)
     return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
 
 
-def git_state() -> dict[str, str]:
-    """The project's commit and whether the working tree differs from it."""
+def git_state(folder: Path | None = None) -> dict[str, str]:
+    """The commit of the user's project (the git work tree tfrexp is started in, where their conf/ lives)
+    and whether the working tree differs from it; "unknown" outside a git work tree."""
+    folder = folder or Path.cwd()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_DIR,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
                                 capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}

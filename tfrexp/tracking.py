@@ -19,7 +19,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from tfrexp.config import TrackingConfig
+from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import TfrexpError
 from tfrexp.records.manifest import Manifest
 
@@ -202,13 +202,10 @@ class MetricBuffer:
 def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> None:
     """Record what the run trained on (the UI's dataset column); the digest is the manifest's fingerprint,
     so nothing iterates the data to compute one."""
-    from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
 
-    # MLflow registers its local-file source twice and warns about the tie; name one candidate.
-    local = [source for source in get_registered_sources() if source._get_source_type() == "local"][:1]
-    source = resolve_dataset_source(str(directory), candidate_sources=local or None)
-    dataset = MetaDataset(source, name=f"{name}-{split}", digest=fingerprint)
+    dataset = MetaDataset(LocalArtifactDatasetSource(str(directory)), name=f"{name}-{split}", digest=fingerprint)
     context = "training" if split == "train" else split
     for attempt in range(3):
         try:
@@ -221,10 +218,12 @@ def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> Non
                 raise
 
 
-def log_report(history: dict[str, list[float]], confusion: np.ndarray, class_names: list[str]) -> None:
+def log_report(history: dict[str, list[float]], labels: np.ndarray, predictions: np.ndarray,
+               class_names: list[str]) -> None:
     """Learning curves and the test confusion matrix as PNGs, per-class test accuracy as JSON."""
     from tfrexp import reports
 
+    confusion = reports.confusion_matrix(labels, predictions, len(class_names))
     mlflow.log_figure(reports.learning_curves_figure(history), "learning_curves.png")
     mlflow.log_figure(reports.confusion_figure(confusion, class_names), "confusion_matrix.png")
     mlflow.log_dict(reports.per_class_accuracy(confusion, class_names), "per_class_accuracy.json")

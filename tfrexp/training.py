@@ -1,4 +1,4 @@
-"""Device set-up, compile, fit and evaluate: plain Keras, configured from TrainerConfig."""
+"""Device set-up, compile, fit and evaluate: plain Keras, each function taking the values it uses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrexp.config import Toggle, TrainerConfig
+from tfrexp.config.schema import Toggle, TrainerConfig
 from tfrexp.pipeline import FitPlan
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class DeviceInfo:
         return {"device": self.device, "mixed_precision": self.mixed_precision, "jit_compile": self.jit_compile}
 
 
-def configure_device(trainer: TrainerConfig) -> DeviceInfo:
+def configure_device(mixed_precision: Toggle, jit_compile: Toggle) -> DeviceInfo:
     """Pick the GPU when there is one, and the precision policy; call before building the model."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -35,9 +35,9 @@ def configure_device(trainer: TrainerConfig) -> DeviceInfo:
         benefits = details.get("compute_capability", (0, 0)) >= (7, 0)
     else:
         device, benefits = "CPU", False
-    mixed = trainer.mixed_precision is Toggle.on or (trainer.mixed_precision is Toggle.auto and benefits)
+    mixed = mixed_precision is Toggle.on or (mixed_precision is Toggle.auto and benefits)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    jit = {Toggle.on: True, Toggle.off: False, Toggle.auto: "auto"}[trainer.jit_compile]
+    jit = {Toggle.on: True, Toggle.off: False, Toggle.auto: "auto"}[jit_compile]
     info = DeviceInfo(device=device, mixed_precision=mixed, jit_compile=jit)
     log.info("training on %s (mixed precision %s, jit_compile %s)", device, "on" if mixed else "off", jit)
     return info
@@ -73,31 +73,33 @@ def compile_model(model: keras.Model, trainer: TrainerConfig, plan: FitPlan, dev
     )
 
 
-def fit_and_evaluate(
+def fit(
     model: keras.Model,
     train: tf.data.Dataset,
     validation: tf.data.Dataset | None,
-    test: tf.data.Dataset | None,
     plan: FitPlan,
-    trainer: TrainerConfig,
+    verbose: int,
     callbacks: list[keras.callbacks.Callback],
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Train, then evaluate on test; returns the per-epoch history and the test metrics."""
+) -> dict[str, list[float]]:
+    """Train; returns the per-epoch history (loss, accuracy and their val_ twins)."""
     history = model.fit(
         train,
         validation_data=validation,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         callbacks=callbacks,
-        verbose=trainer.verbose,
+        verbose=verbose,
         shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
     )
-    test_metrics = {}
-    if test is not None:
-        results = model.evaluate(test, verbose=0, return_dict=True)
-        test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
-        log.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
-    return history.history, test_metrics
+    return history.history
+
+
+def evaluate(model: keras.Model, test: tf.data.Dataset) -> dict[str, float]:
+    """The test metrics, named test_<metric>."""
+    results = model.evaluate(test, verbose=0, return_dict=True)
+    test_metrics = {f"test_{name}": float(value) for name, value in results.items()}
+    log.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
+    return test_metrics
 
 
 def predict_classes(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import sys
 import time
 
 from helpers import start_writer
-from tfrexp import config
+from tfrexp import config, job, sources
 from tfrexp.records.writer import lock_path, version_fingerprint
 
 
@@ -43,8 +43,8 @@ time.sleep(600)
 def test_a_killed_lock_holder_blocks_no_one(tmp_path, data_dir):
     overrides = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={data_dir}",
                  "dataset.max_examples_per_split=5000"]
-    settings = config.to_settings(config.compose(*overrides))
-    version, _ = version_fingerprint(settings.dataset, settings.writer)
+    settings = config.to_settings(job.compose(*overrides))
+    version, _ = version_fingerprint(sources.build(settings.dataset), settings.writer)
     root = settings.paths.records_dir / "mnist"
     root.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path(root, version))],

@@ -10,17 +10,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import run_tfrexp
-from tfrexp import config
-from tfrexp.records.writer import ensure_records
+from tfrexp import config, job
+from helpers import write_records
 
 SLICE = ["dataset.max_examples_per_split=2000", "writer.shard_size_mb=0.5"]
 
 
 @pytest.fixture
 def version(tmp_path, data_dir):
-    settings = config.to_settings(config.compose(f"paths.output_dir={tmp_path / 'outputs'}",
+    settings = config.to_settings(job.compose(f"paths.output_dir={tmp_path / 'outputs'}",
                                                  f"paths.data_dir={data_dir}", *SLICE))
-    return ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    return write_records(settings)
 
 
 def _records_tool(*arguments):

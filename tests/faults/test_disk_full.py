@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tfrexp import config
+from tfrexp import config, job
 from tfrexp.errors import RecordsError
 from tfrexp.records.verify import verify_version
-from tfrexp.records.writer import ensure_records
+from helpers import write_records
 
 
 class SmallDisk:
@@ -50,20 +50,20 @@ def small_disk(request, tmp_path, monkeypatch):
 
 def test_a_full_disk_is_a_clear_error_and_the_old_version_survives(small_disk, data_dir):
     def settings(examples):
-        return config.to_settings(config.compose(f"paths.output_dir={small_disk.path / 'outputs'}",
+        return config.to_settings(job.compose(f"paths.output_dir={small_disk.path / 'outputs'}",
                                                  f"paths.data_dir={data_dir}",
                                                  f"dataset.max_examples_per_split={examples}"))
 
     small, big = settings(1000), settings(5000)  # about 0.9 MB, which fits, and 4.3 MB, which does not
-    good = ensure_records(small.dataset, small.writer, small.paths.records_dir)
+    good = write_records(small)
     manifest_before = (good.directory / "manifest.json").read_bytes()
 
     small_disk.fill_up()
     with pytest.raises(RecordsError, match="no space left on the device of .* nothing was published"):
-        ensure_records(big.dataset, big.writer, big.paths.records_dir)
+        write_records(big)
 
     root = good.directory.parent
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == [good.directory.name]
     assert (good.directory / "manifest.json").read_bytes() == manifest_before
     assert all(check.problem is None for check in verify_version(good.directory))
-    assert ensure_records(small.dataset, small.writer, small.paths.records_dir).reused
+    assert write_records(small).reused

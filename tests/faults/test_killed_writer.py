@@ -9,9 +9,9 @@ import signal
 import pytest
 
 from helpers import start_writer, wait_for
-from tfrexp import config
+from tfrexp import config, job
 from tfrexp.records.verify import verify_version
-from tfrexp.records.writer import ensure_records
+from helpers import write_records
 from tfrexp.synthetic import make_catdog_folder
 
 
@@ -37,8 +37,8 @@ def test_a_killed_writer_leaves_nothing_that_looks_finished(tmp_path, photos, wo
     finished = [path for path in root.iterdir() if (path / "manifest.json").exists()]
     assert finished == [] and list(root.glob(".tmp-*")), "the killed writer's staging folder is all there is"
 
-    settings = config.to_settings(config.compose(*overrides))
-    record_set = ensure_records(settings.dataset, settings.writer, settings.paths.records_dir)
+    settings = config.to_settings(job.compose(*overrides))
+    record_set = write_records(settings)
     assert not record_set.reused
     assert list(root.glob(".tmp-*")) == [] and list(root.glob(".old-*")) == []
     assert all(check.problem is None for check in verify_version(record_set.directory))

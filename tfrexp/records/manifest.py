@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tfrexp.config.schema import Compression, ImageEncoding
 from tfrexp.errors import RecordsError
 
 MANIFEST_NAME = "manifest.json"
@@ -41,11 +42,15 @@ class Manifest:
     created_at: str
     tool_version: str
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of every file found but not written
-    files_found: int | None = None  # image folders: every file under the folder (= kept + skipped)
+    files_found: int | None = None  # sources of files: every file found (= kept + skipped)
 
     @property
-    def image_encoding(self) -> str:
-        return self.schema["features"]["image"]["encoding"]
+    def image_encoding(self) -> ImageEncoding:
+        return ImageEncoding(self.schema["features"]["image"]["encoding"])
+
+    @property
+    def compression(self) -> Compression:
+        return Compression(self.writer["compression"])
 
     @property
     def image_shape(self) -> list[int]:
@@ -73,16 +78,8 @@ def read_manifest(directory: Path) -> Manifest:
         raise RecordsError(f"{path}: unreadable manifest ({error}); rebuild with writer.force=true") from None
 
 
-def fingerprint(source_identity: dict, dataset_settings: dict, writer_settings: dict, format_version: int) -> str:
+def fingerprint(source_identity: dict, writer_settings: dict, format_version: int) -> str:
     """A short digest of everything that determines the bytes of the records."""
-    payload = json.dumps(
-        {
-            "source": source_identity,
-            "dataset": dataset_settings,
-            "writer": writer_settings,
-            "format_version": format_version,
-        },
-        sort_keys=True,
-        default=str,
-    )
+    payload = json.dumps({"source": source_identity, "writer": writer_settings, "format_version": format_version},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,15 +1,15 @@
-"""The one definition of how an image and its label are stored in a tf.train.Example, and read back.
+"""The one definition of how an image and its label are stored in a tf.train.Example (the write side;
+records/reader.py parses it back).
 
 Features: `image` (the pixels: raw uint8 row-major [height, width, channels], or a PNG or JPEG file),
-`shape` (int64 x3), `label` (int64). Raw records are parsed a whole batch at once; encoded ones are
-decoded one image at a time before batching.
+`shape` (int64 x3), `label` (int64).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrexp.records.encoding import ImageEncoding
+from tfrexp.config.schema import ImageEncoding
 
 FORMAT_VERSION = 1  # bump when the bytes of a record change for the same input; it enters the fingerprint
 
@@ -47,24 +47,3 @@ class ExampleEncoder:
         self._image[0] = image
         self._label[0] = label
         return self._example.SerializeToString()
-
-
-_FEATURE_SPEC = {
-    IMAGE: tf.io.FixedLenFeature([], tf.string),
-    LABEL: tf.io.FixedLenFeature([], tf.int64),
-}
-
-
-def parse_batch(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """A batch of serialized raw records -> (uint8 images [B, H, W, C], int64 labels [B])."""
-    features = tf.io.parse_example(serialized, _FEATURE_SPEC)
-    pixels = tf.io.decode_raw(features[IMAGE], tf.uint8)
-    images = tf.reshape(pixels, [-1, *image_shape])
-    return images, features[LABEL]
-
-
-def parse_encoded(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """One serialized PNG or JPEG record -> (uint8 image [H, W, C], int64 label)."""
-    features = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
-    image = tf.io.decode_image(features[IMAGE], channels=image_shape[-1], expand_animations=False)
-    return tf.ensure_shape(image, image_shape), features[LABEL]

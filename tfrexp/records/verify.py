@@ -12,9 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrexp.errors import RecordsError
+from tfrexp.records import reader
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, read_manifest
-from tfrexp.records.schema import parse_batch, parse_encoded
-from tfrexp.records.writer import compression_type
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,8 @@ def bad_shards_message(directory: Path, splits: list[str] | None = None) -> str 
 def _check_shard(path: Path, split: str, expected: int, manifest: Manifest) -> ShardCheck:
     if not path.is_file():
         return ShardCheck(split, path.name, expected, 0, "missing")
-    shape = manifest.image_shape
-    dataset = tf.data.TFRecordDataset(str(path), compression_type=compression_type(manifest.writer["compression"]))
-    if manifest.image_encoding == "raw":
-        dataset = dataset.batch(512).map(lambda serialized: parse_batch(serialized, shape))
-    else:
-        dataset = dataset.map(lambda serialized: parse_encoded(serialized, shape)).batch(512)
+    dataset = reader.batch_and_parse(reader.open_shard(str(path), manifest.compression), manifest.image_encoding,
+                                     manifest.image_shape, batch_size=512)
     found = 0
     try:
         for _, labels in dataset:
@@ -72,8 +67,8 @@ def _inspect(directory: Path, examples: int) -> None:
     manifest = read_manifest(directory)
     print(f"{directory}\n  dataset {manifest.dataset}, fingerprint {manifest.fingerprint}, "
           f"written {manifest.created_at} by tfrexp {manifest.tool_version}")
-    print(f"  schema: image {manifest.image_shape} {manifest.image_encoding}, "
-          f"compression {manifest.writer['compression']}; classes {manifest.class_names}")
+    print(f"  schema: image {manifest.image_shape} {manifest.image_encoding.value}, "
+          f"compression {manifest.compression.value}; classes {manifest.class_names}")
     for split, info in manifest.splits.items():
         size = sum(shard.num_bytes for shard in info.shards) / 1e6
         print(f"  {split}: {info.num_examples} examples in {len(info.shards)} shards, {size:.1f} MB")
@@ -82,11 +77,10 @@ def _inspect(directory: Path, examples: int) -> None:
     if manifest.skipped:
         print(f"  skipped files: {len(manifest.skipped)} (listed in {MANIFEST_NAME})")
     split = next(iter(manifest.splits))
-    from tfrexp.config import PipelineConfig
-    from tfrexp.pipeline import build_dataset
-
-    ordered = PipelineConfig(batch_size=max(1, examples), deterministic=True)
-    for images, labels in build_dataset(directory, manifest, split, ordered, training=False).take(1):
+    first_shard = manifest.shard_paths(directory, split)[0]
+    records = reader.open_shard(str(first_shard), manifest.compression)
+    batches = reader.batch_and_parse(records, manifest.image_encoding, manifest.image_shape, max(1, examples))
+    for images, labels in batches.take(1):
         for image, label in zip(images.numpy()[:examples], labels.numpy()[:examples]):
             name = manifest.class_names[label]
             print(f"  {split} example: label {label} ({name}), {list(image.shape)} uint8, "

@@ -26,13 +26,13 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import tfrexp
-from tfrexp import sources
-from tfrexp.config import Compression, DatasetConfig, WriterConfig
+from tfrexp.config.schema import WriterConfig
 from tfrexp.errors import DataError, RecordsError
+from tfrexp.records.encoding import PixelEncoder
+from tfrexp.records.examples import ExampleSource, Skipped, SplitExamples
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
+from tfrexp.records.reader import compression_type
 from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
-from tfrexp.sources import PreparedSplit
-from tfrexp.sources.image_folder import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ class RecordSet:
     reused: bool
 
 
-def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Path) -> RecordSet:
+def ensure_records(source: ExampleSource, writer: WriterConfig, records_dir: Path) -> RecordSet:
     """Reuse the version whose fingerprint matches the source and settings, or write it."""
-    version, identity = version_fingerprint(dataset, writer)
-    root = Path(records_dir) / dataset.name
+    version, identity = version_fingerprint(source, writer)
+    root = Path(records_dir) / source.name
     final = root / version
     if not writer.force and (final / MANIFEST_NAME).is_file():
         log.info("reusing records %s", final)
@@ -67,12 +67,12 @@ def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Pa
         staging = root / f".tmp-{version}-{os.getpid()}"
         try:
             staging.mkdir()
-            manifest = _write_version(staging, dataset, writer, version, identity)
+            manifest = _write_version(staging, source, writer, version, identity)
             _publish(staging, final)
         except (OSError, tf.errors.ResourceExhaustedError) as error:
             if isinstance(error, OSError) and error.errno != errno.ENOSPC:
                 raise
-            raise RecordsError(f"no space left on the device of {root} while writing {dataset.name} records; "
+            raise RecordsError(f"no space left on the device of {root} while writing {source.name} records; "
                                "nothing was published and earlier versions are untouched") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -80,10 +80,10 @@ def ensure_records(dataset: DatasetConfig, writer: WriterConfig, records_dir: Pa
     return RecordSet(final, manifest, reused=False)
 
 
-def version_fingerprint(dataset: DatasetConfig, writer: WriterConfig) -> tuple[str, dict]:
-    """The fingerprint of the version these settings ask for, and the source identity it covers."""
-    identity = sources.identity(dataset)
-    return fingerprint(identity, _dataset_settings(dataset), _writer_settings(writer), FORMAT_VERSION), identity
+def version_fingerprint(source: ExampleSource, writer: WriterConfig) -> tuple[str, dict]:
+    """The fingerprint of the version a source and writer settings ask for, and the source identity."""
+    identity = source.identity()
+    return fingerprint(identity, _writer_settings(writer), FORMAT_VERSION), identity
 
 
 def lock_path(root: Path, version: str) -> Path:
@@ -94,24 +94,6 @@ def lock_path(root: Path, version: str) -> Path:
 def shard_name(dataset: str, split: str, index: int, count: int) -> str:
     """TFDS-style shard names: mnist-train.tfrecord-00000-of-00004."""
     return f"{dataset}-{split}.tfrecord-{index:05d}-of-{count:05d}"
-
-
-def compression_type(compression: Compression | str) -> str:
-    """The compression argument TFRecordWriter and TFRecordDataset take."""
-    value = compression.value if isinstance(compression, Compression) else compression
-    return "" if value == Compression.none.value else value
-
-
-def _dataset_settings(dataset: DatasetConfig) -> dict:
-    """Dataset settings that change the records (the source is covered by its identity)."""
-    return {
-        "name": dataset.name,
-        "image_shape": list(dataset.image_shape),
-        "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
-        "validation_fraction": dataset.validation_fraction,
-        "split_seed": dataset.split_seed,
-        "max_examples_per_split": dataset.max_examples_per_split,
-    }
 
 
 def _writer_settings(writer: WriterConfig) -> dict:
@@ -125,31 +107,33 @@ def _writer_settings(writer: WriterConfig) -> dict:
 
 
 def _write_version(
-    directory: Path, dataset: DatasetConfig, writer: WriterConfig, version: str, identity: dict
+    directory: Path, source: ExampleSource, writer: WriterConfig, version: str, identity: dict
 ) -> Manifest:
-    with sources.prepare(dataset, writer.image_encoding, writer.jpeg_quality, writer.workers) as prepared:
-        skipped = [item.as_record() for item in prepared.skipped]
+    encoder = PixelEncoder(writer.image_encoding, writer.jpeg_quality)
+    with source.examples(encoder, writer.workers) as examples:
+        skipped = [item.as_record() for item in examples.skipped]
         written = {}
-        for split, items in prepared.splits.items():
-            written[split], split_skipped = write_split(directory, dataset, split, items, writer)
+        for split, items in examples.splits.items():
+            written[split], split_skipped = write_split(directory, source.name, source.image_shape, split, items,
+                                                        writer)
             skipped += [item.as_record() for item in split_skipped]
     kept = sum(info.num_examples for info in written.values())
-    if prepared.files_found is not None:
-        log.info("%s: kept %d, skipped %d%s", dataset.name, kept, len(skipped), _reasons(skipped))
-        if kept + len(skipped) != prepared.files_found:  # a bug, never a user error
-            raise RuntimeError(f"{kept} kept + {len(skipped)} skipped != {prepared.files_found} files found")
+    if examples.files_found is not None:
+        log.info("%s: kept %d, skipped %d%s", source.name, kept, len(skipped), _reasons(skipped))
+        if kept + len(skipped) != examples.files_found:  # a bug, never a user error
+            raise RuntimeError(f"{kept} kept + {len(skipped)} skipped != {examples.files_found} files found")
     manifest = Manifest(
-        dataset=dataset.name,
+        dataset=source.name,
         fingerprint=version,
-        schema=describe(list(dataset.image_shape), writer.image_encoding),
+        schema=describe(list(source.image_shape), writer.image_encoding),
         splits=written,
-        class_names=prepared.class_names,
+        class_names=examples.class_names,
         writer=_writer_settings(writer),
         source=identity,
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         tool_version=tfrexp.__version__,
         skipped=skipped,
-        files_found=prepared.files_found,
+        files_found=examples.files_found,
     )
     # Written last: its presence marks a finished version.
     (directory / MANIFEST_NAME).write_text(manifest.to_json())
@@ -157,15 +141,15 @@ def _write_version(
 
 
 def write_split(
-    directory: Path, dataset: DatasetConfig, split: str, items: PreparedSplit, writer: WriterConfig
+    directory: Path, name: str, image_shape: list[int], split: str, items: SplitExamples, writer: WriterConfig
 ) -> tuple[SplitInfo, list[Skipped]]:
     """Shard i takes the items [i*n/k, (i+1)*n/k) of the stream; skipped items leave no record."""
-    encoder = ExampleEncoder(list(dataset.image_shape))
+    encoder = ExampleEncoder(list(image_shape))
     stream = iter(items.stream)
     first = next(stream, None)
     if first is None:
-        raise DataError(f"split {split!r} of {dataset.name} is empty")
-    sample = len(encoder.encode(*first)) if not isinstance(first, Skipped) else _raw_size(dataset)
+        raise DataError(f"split {split!r} of {name} is empty")
+    sample = len(encoder.encode(*first)) if not isinstance(first, Skipped) else math.prod(image_shape)
     num_shards = max(1, min(items.count, math.ceil(items.count * (sample + _TFRECORD_FRAMING_BYTES)
                                                    / (writer.shard_size_mb * 1e6))))
     options = tf.io.TFRecordOptions(compression_type=compression_type(writer.compression))
@@ -173,11 +157,11 @@ def write_split(
     shards, skipped = [], []
     position = 0
     pending = itertools.chain([first], stream)
-    with tqdm(total=items.count, desc=f"{dataset.name}/{split}", unit="img", disable=None,
+    with tqdm(total=items.count, desc=f"{name}/{split}", unit="img", disable=None,
               mininterval=0.5) as progress:
         for index in range(num_shards):
             end = (index + 1) * items.count // num_shards
-            path = directory / shard_name(dataset.name, split, index, num_shards)
+            path = directory / shard_name(name, split, index, num_shards)
             written = 0
             with tf.io.TFRecordWriter(str(path), options) as out:
                 for item in itertools.islice(pending, end - position):
@@ -191,19 +175,14 @@ def write_split(
             shards.append(Shard(file=path.name, num_examples=written, num_bytes=path.stat().st_size))
     count = sum(shard.num_examples for shard in shards)
     if count == 0:
-        raise DataError(f"split {split!r} of {dataset.name}: none of its {items.count} files is a usable image")
+        raise DataError(f"split {split!r} of {name}: none of its {items.count} files is a usable image")
     seconds = time.perf_counter() - started
     log.info(
         "%s/%s: %d examples in %d shards, %.1f MB, %.2f s (%.0f examples/s)",
-        dataset.name, split, count, num_shards, sum(s.num_bytes for s in shards) / 1e6, seconds,
+        name, split, count, num_shards, sum(s.num_bytes for s in shards) / 1e6, seconds,
         count / max(seconds, 1e-9),
     )
     return SplitInfo(num_examples=count, shards=shards), skipped
-
-
-def _raw_size(dataset: DatasetConfig) -> int:
-    height, width, channels = dataset.image_shape
-    return height * width * channels
 
 
 def _reasons(skipped: list[dict]) -> str:

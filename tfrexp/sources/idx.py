@@ -7,40 +7,59 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
-import urllib.error
-import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict, Optional
 
 import numpy as np
+from omegaconf import MISSING
 
-from tfrexp.config import IdxSource
+from tfrexp.config.schema import require
 from tfrexp.errors import DataError
+from tfrexp.sources.base import ArraySource, Splits
 
 log = logging.getLogger(__name__)
 
 _UBYTE = 0x08  # the only element type the MNIST family uses
-_DOWNLOAD_TIMEOUT_S = 30
 
 
-def identity(source: IdxSource) -> dict:
-    """What names the source's content, from file metadata only (no file is read)."""
-    files = []
-    for name in _file_names(source):
-        path = locate(source, name)
-        stat = path.stat()
-        files.append(
-            {
-                "name": path.name,
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "sha256": source.sha256.get(name),
-            }
-        )
-    return {"kind": "idx", "files": files}
+@dataclass
+class Settings:
+    """`dataset.source` of kind idx: the MNIST family's IDX files (MNIST, Fashion-MNIST, KMNIST)."""
+
+    kind: str = "idx"
+    dir: Optional[str] = None  # searched first; null when no data directory is configured
+    download_dir: str = MISSING  # where files are downloaded to (and searched second)
+    mirror: Optional[str] = None  # base URL; null disables downloading
+    # split -> {"images": file name, "labels": file name}, without ".gz" (both spellings are read)
+    files: Dict[str, Dict[str, str]] = MISSING
+    # file name -> sha256 of the decompressed content; files not listed are checked for structure only
+    sha256: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split, pair in self.files.items():
+            require(set(pair) == {"images", "labels"}, f"dataset.source.files.{split}", dict(pair),
+                    "needs exactly the keys 'images' and 'labels'")
 
 
-def load(source: IdxSource) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+class Source(ArraySource):
+    settings: Settings
+
+    def content_identity(self) -> dict:
+        """Each file's name, size, modification time and pinned digest (no file is read)."""
+        files = []
+        for name in _file_names(self.settings):
+            path = locate(self.settings, name)
+            stat = path.stat()
+            files.append({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                          "sha256": self.settings.sha256.get(name)})
+        return {"kind": "idx", "files": files}
+
+    def load_arrays(self) -> Splits:
+        return load(self.settings)
+
+
+def load(source: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each split's (images uint8 [N, H, W, 1], labels int64 [N]), every file checked."""
     splits = {}
     for split, pair in source.files.items():
@@ -60,7 +79,7 @@ def load(source: IdxSource) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def locate(source: IdxSource, name: str) -> Path:
+def locate(source: Settings, name: str) -> Path:
     """The file `name` (or `name.gz`) from source.dir, else source.download_dir, else downloaded there."""
     search = [Path(d) for d in (source.dir, source.download_dir) if d]
     for directory in search:
@@ -74,9 +93,8 @@ def locate(source: IdxSource, name: str) -> Path:
     url = source.mirror.rstrip("/") + f"/{name}.gz"
     try:
         return _download(url, Path(source.download_dir) / f"{name}.gz", source.sha256.get(name))
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise DataError(f"{name} not found in {where}, and downloading {url} failed ({reason}). {hint}") from None
+    except OSError as error:
+        raise DataError(f"{name} not found in {where}, and downloading {url} failed ({error}). {hint}") from None
 
 
 def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
@@ -102,23 +120,28 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _file_names(source: IdxSource) -> list[str]:
+def _file_names(source: Settings) -> list[str]:
     return [pair[kind] for pair in source.files.values() for kind in ("images", "labels")]
 
 
 def _download(url: str, target: Path, expected_sha256: str | None) -> Path:
-    """Fetch url into target through a temporary file, so a failed download leaves nothing behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch url with Keras's downloader (progress bar, partial file removed on failure) into a hidden
+    staging folder, check it, then move it into place: a failed download leaves nothing behind."""
+    import keras  # heavy: only when a file must be downloaded
+
+    staging = target.parent / f".download-{target.name}-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)  # Keras falls back to ~/.keras for a folder it cannot write
     log.info("downloading %s -> %s", url, target)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            shutil.copyfileobj(response, out)
-        _check_downloaded(Path(temporary), expected_sha256, url)
-        os.replace(temporary, target)
+        try:
+            fetched = keras.utils.get_file(fname=target.name, origin=url, cache_dir=str(target.parent),
+                                           cache_subdir=staging.name, force_download=True)
+        except Exception as error:  # Keras raises a bare Exception naming the URL and the reason
+            raise OSError(str(error).split(" -- ")[-1]) from None
+        _check_downloaded(Path(fetched), expected_sha256, url)
+        os.replace(fetched, target)
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -6,18 +6,100 @@ No TensorFlow here: `prepare_file` runs in the writer's worker processes.
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
+import multiprocessing
 import os
 import re
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, List, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from tfrexp.config import ImageFolderSource, Layout, Resize
-from tfrexp.errors import DataError
-from tfrexp.records.encoding import ImageEncoding, encode_pixels
+from tfrexp.config.schema import require
+from tfrexp.errors import ConfigError, DataError
+from tfrexp.records.encoding import PixelEncoder
+from tfrexp.records.examples import Example, Examples, Skipped, SplitExamples
+from tfrexp.sources.base import DatasetSource
+
+class Resize(str, enum.Enum):
+    squash = "squash"  # stretch to the target size, ignoring the aspect ratio
+    pad = "pad"  # fit inside the target, keep the aspect ratio, pad with black
+    crop = "crop"  # fill the target, keep the aspect ratio, crop the centre
+
+
+class Layout(str, enum.Enum):
+    auto = "auto"  # class_folders if the folder holds subfolders, else filename_label
+    class_folders = "class_folders"  # <path>/<class>/<image>  (PetImages/Cat/1.jpg, train/cats/cat.1.jpg)
+    filename_label = "filename_label"  # <path>/<image>, the class in the name (train/cat.0.jpg)
+
+
+@dataclass
+class Settings:
+    """`dataset.source` of kind image_folder: image files labelled by subfolder or by file name, resized at
+    write time."""
+
+    kind: str = "image_folder"
+    path: Optional[str] = None
+    layout: Layout = Layout.auto
+    filename_pattern: str = r"^(?P<label>[A-Za-z]+)[._-]"  # regex with a `label` group (filename_label)
+    extensions: List[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"])
+    resize: Resize = Resize.squash
+    test_fraction: float = 0.1  # of the files, by path hash, when the folder has no test/ subfolder
+
+    def __post_init__(self) -> None:
+        require(self.path is not None, "dataset.source.path", self.path,
+                "is not set: set TFREXP_DATA_DIR or dataset.source.path=<folder>")
+        require(Path(self.path).is_dir(), "dataset.source.path", self.path, "is not an existing directory")
+        require(0.0 <= self.test_fraction < 1.0, "dataset.source.test_fraction", self.test_fraction,
+                "must be in [0, 1)")
+        if self.layout is not Layout.class_folders:
+            try:
+                require("label" in re.compile(self.filename_pattern).groupindex, "dataset.source.filename_pattern",
+                        self.filename_pattern, "needs a (?P<label>...) group")
+            except re.error as error:
+                raise ConfigError(f"dataset.source.filename_pattern={self.filename_pattern!r}: {error}") from None
+
+
+class Source(DatasetSource):
+    settings: Settings
+
+    def content_identity(self) -> dict:
+        return identity(self.settings)
+
+    @contextmanager
+    def examples(self, encoder: PixelEncoder, workers: int) -> Iterator[Examples]:
+        """Every split as a stream of encoded examples; the files are decoded by `workers` processes."""
+        dataset = self.dataset
+        listing = list_files(self.settings, dataset.class_names, dataset.validation_fraction)
+        by_split: dict[str, list[Candidate]] = {}
+        for candidate in listing.candidates:
+            by_split.setdefault(candidate.split, []).append(candidate)
+        if dataset.max_examples_per_split is not None:
+            by_split = {name: items[: dataset.max_examples_per_split] for name, items in by_split.items()}
+        task = functools.partial(prepare_file, self.settings.path, image_shape=tuple(dataset.image_shape),
+                                 resize=self.settings.resize, encoder=encoder)
+        # spawn, not fork: the parent has TensorFlow's threads running, which a forked child must not inherit.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+        try:
+            def stream(items: list[Candidate]) -> Iterator[Example]:
+                return pool.map(task, items, chunksize=16) if pool else map(task, items)
+
+            yield Examples(
+                splits={name: SplitExamples(len(items), stream(items)) for name, items in sorted(by_split.items())},
+                class_names=listing.class_names,
+                skipped=listing.skipped,
+                files_found=listing.files_found,
+            )
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
+
 
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
                  "test": "test"}
@@ -32,16 +114,6 @@ class Candidate:
     label: int
 
 
-@dataclass(frozen=True)
-class Skipped:
-    relative: str
-    reason: str
-
-    def as_record(self) -> dict:
-        """As the manifest lists it."""
-        return {"path": self.relative, "reason": self.reason}
-
-
 @dataclass
 class Listing:
     candidates: list[Candidate]  # sorted by path within each split
@@ -50,7 +122,7 @@ class Listing:
     files_found: int
 
 
-def identity(source: ImageFolderSource) -> dict:
+def identity(source: Settings) -> dict:
     """Every file's path, size and modification time, folded into one digest (no file is read)."""
     digest = hashlib.sha256()
     count = 0
@@ -65,7 +137,7 @@ def identity(source: ImageFolderSource) -> dict:
             "test_fraction": source.test_fraction}
 
 
-def list_files(source: ImageFolderSource, class_names: list[str] | None, validation_fraction: float) -> Listing:
+def list_files(source: Settings, class_names: list[str] | None, validation_fraction: float) -> Listing:
     """Find every file; label and split the images, and say why each other file is left out."""
     root = Path(source.path).resolve()
     files = _all_files(root)
@@ -125,9 +197,8 @@ def list_files(source: ImageFolderSource, class_names: list[str] | None, validat
 
 
 def prepare_file(
-    root: str, candidate: Candidate, image_shape: tuple[int, int, int], resize: Resize,
-    encoding: ImageEncoding, jpeg_quality: int,
-) -> tuple[bytes, int] | Skipped:
+    root: str, candidate: Candidate, image_shape: tuple[int, int, int], resize: Resize, encoder: PixelEncoder,
+) -> Example:
     """One file -> (encoded pixels, label), or the reason it cannot be used. Never raises on bad content."""
     path = Path(root) / candidate.relative
     if path.stat().st_size == 0:
@@ -150,7 +221,7 @@ def prepare_file(
     else:
         image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
-    return encode_pixels(pixels, encoding, jpeg_quality), candidate.label
+    return encoder(pixels), candidate.label
 
 
 def _all_files(root: Path) -> list[str]:

@@ -1,0 +1,62 @@
+"""tfrexp from Python or a notebook: the same config, checks and run as the `tfrexp` command, in-process.
+
+    import tfrexp
+    result = tfrexp.run(["dataset.max_examples_per_split=2000", "trainer.epochs=1"])
+    cfg = tfrexp.compose(["model=mlp"])           # the checked config, nothing run
+    train = tfrexp.load_split(result.records_dir, "train")   # our records as a batched tf.data.Dataset
+
+Errors a user can act on are raised as `tfrexp.errors.TfrexpError` (ConfigError, DataError, ...) with the
+same one-line message the command prints.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from omegaconf import DictConfig
+
+from tfrexp import config, job
+from tfrexp.config.schema import PipelineConfig
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from tfrexp.experiment import RunResult
+
+
+def compose(overrides: Sequence[str] | None = None) -> DictConfig:
+    """The config `tfrexp <overrides>` would run, checked (a bad value raises ConfigError)."""
+    cfg = job.compose(*(overrides or []))
+    job.check(cfg)
+    return cfg
+
+
+def run(overrides: Sequence[str] | None = None) -> RunResult:
+    """Run one experiment in this process, as `tfrexp <overrides>` does; returns its RunResult."""
+    composed = job.compose(*(overrides or []), return_hydra_config=True)
+    settings, source = job.check(composed)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    run_dir = Path(settings.paths.output_dir) / "runs" / f"{stamp}-{os.getpid()}"
+    context = job.context(job.task_config(composed), composed.hydra, settings, run_dir)
+    import keras
+
+    from tfrexp import experiment
+
+    keras.backend.clear_session()  # a fresh graph and layer names for every run in this process
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return experiment.run(settings, source, context)
+
+
+def load_split(records_dir: str | Path, split: str, batch_size: int = 128, training: bool = False,
+               seed: int = 0, **pipeline: object) -> tf.data.Dataset:
+    """A record version's split as our pipeline builds it: batches of (uint8 images, int64 labels).
+    `training=True` shuffles; other `pipeline` settings (cache, parallelism, ...) as in the config."""
+    from tfrexp.pipeline import build_dataset
+    from tfrexp.records.manifest import read_manifest
+
+    directory = Path(records_dir)
+    settings = config.typed(PipelineConfig, {"batch_size": batch_size, **pipeline}, "pipeline")
+    return build_dataset(directory, read_manifest(directory), split, settings, training=training, seed=seed)

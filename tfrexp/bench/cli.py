@@ -1,0 +1,116 @@
+"""The `tfrexp-bench` command: runs the chosen cases, prints the table, saves it as JSON (and optionally
+as an MLflow run).
+
+Each figure is the median of several timed repetitions after a warm-up; the training and start-up cases
+read what real runs measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import tensorflow as tf
+
+from tfrexp import config, job
+from tfrexp.bench.catdog import bench_catdog
+from tfrexp.bench.measure import Bench, Row
+from tfrexp.bench.mnist_io import bench_input, bench_writer
+from tfrexp.bench.training import bench_startup, bench_training
+
+CASES = {"writer": bench_writer, "input": bench_input, "catdog": bench_catdog, "training": bench_training,
+         "startup": bench_startup}
+
+
+def machine() -> dict:
+    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+    return {"cores": os.cpu_count(), "gpu": ", ".join(gpus) or "none", "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "tensorflow": tf.__version__}
+
+
+def render(rows: list[Row], host: dict) -> str:
+    def number(value: float | None, suffix: str = "") -> str:
+        if value is None:
+            return "-"
+        if value < 1:
+            return f"{value:.2g}{suffix}"
+        return f"{value:,.2f}{suffix}" if value < 100 else f"{value:,.0f}{suffix}"
+
+    lines = [f"machine: {host['cores']} cores, GPU: {host['gpu']}, TensorFlow {host['tensorflow']}", "",
+             "| case | unit | ours | baseline | ratio | ceiling | share of ceiling | target | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        share = f"{row.share_of_ceiling:.0%}" if row.share_of_ceiling is not None else "-"
+        lines.append(f"| {row.case} | {row.unit} | {number(row.ours)} | {number(row.baseline)} | "
+                     f"{number(row.ratio, 'x')} | {number(row.ceiling)} | {share} | {row.target} | {row.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure (median)")
+    parser.add_argument("--catdog-images", type=int, default=2000)
+    parser.add_argument("--full", action="store_true", help="also train to 99%% test accuracy (about 5 minutes)")
+    parser.add_argument("--output", type=Path, default=Path("outputs/bench"))
+    parser.add_argument("--mlflow", action="store_true", help="also log the results as an MLflow run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cases = [case for case in args.cases.split(",") if case]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work_dir=args.output.resolve(), repeats=args.repeats, catdog_images=args.catdog_images,
+                  full=args.full)
+    started = time.perf_counter()
+    rows = []
+    for case in cases:
+        case_started = time.perf_counter()
+        rows.extend(CASES[case](bench))
+        print(f"[{case}: {time.perf_counter() - case_started:.0f} s]", file=sys.stderr, flush=True)
+    host = machine()
+    table = render(rows, host)
+    print(table)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    report = {"date": stamp, "machine": host, "seconds": time.perf_counter() - started,
+              "command": " ".join(["tfrexp-bench", *(argv if argv is not None else sys.argv[1:])]),
+              "rows": [{**asdict(row), "ratio": row.ratio, "share_of_ceiling": row.share_of_ceiling} for row in rows]}
+    path = args.output / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {path} ({report['seconds']:.0f} s in all)")
+    if args.mlflow:
+        _log_to_mlflow(report, table)
+
+
+def _log_to_mlflow(report: dict, table: str) -> None:
+    import mlflow
+
+    from tfrexp import tracking
+
+    settings = config.to_settings(job.compose("tracking.experiment=bench")).tracking
+    experiment_id = tracking.connect(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"bench-{report['date']}"):
+        mlflow.log_params({f"machine.{key}": value for key, value in report["machine"].items()})
+        for row in report["rows"]:
+            name = re.sub(r"[^a-z0-9]+", "_", row["case"].lower()).strip("_")[:80]  # a metric name MLflow takes
+            mlflow.log_metric(f"{name}.ours", row["ours"])
+            if row["ratio"] is not None:
+                mlflow.log_metric(f"{name}.ratio", row["ratio"])
+        mlflow.log_text(table, "bench.md")
+        mlflow.log_dict(report, "bench.json")
+
+
+if __name__ == "__main__":
+    main()

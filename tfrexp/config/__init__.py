@@ -1,0 +1,24 @@
+"""The config: typed schemas with the defaults (schema), and composing the shipped tree into them (loading)."""
+
+from tfrexp.config.loading import CONF_DIR, register_schemas, to_settings, typed
+from tfrexp.config.schema import (
+    Cache,
+    Compression,
+    Config,
+    DatasetConfig,
+    ImageEncoding,
+    PathsConfig,
+    PipelineConfig,
+    Repeat,
+    Toggle,
+    TrackingConfig,
+    TrainerConfig,
+    WriterConfig,
+    require,
+)
+
+__all__ = [
+    "CONF_DIR", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "PathsConfig", "PipelineConfig",
+    "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
+    "to_settings", "typed",
+]

@@ -1,0 +1,189 @@
+"""Typed schemas of the config groups tfrexp owns. Each default is written here and only here.
+
+The YAML options under tfrexp/conf/ hold only what differs from these defaults, so code that builds a
+dataclass directly (`PipelineConfig(batch_size=8)`) gets exactly what a run composed by Hydra gets.
+`__post_init__` checks values (ranges, paths) with one-line errors that name the key and the value.
+`dataset.source` is checked by the source kind it names (tfrexp.sources). Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+from tfrexp.errors import ConfigError
+
+
+def require(condition: bool, key: str, value: Any, expectation: str) -> None:
+    """Raise the one-line ConfigError `key=value: expectation` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}={value!r}: {expectation}")
+
+
+class Toggle(str, enum.Enum):
+    """Three-way switch for features whose best default depends on the hardware."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class Compression(str, enum.Enum):
+    none = "none"
+    GZIP = "GZIP"
+    ZLIB = "ZLIB"
+
+
+class ImageEncoding(str, enum.Enum):
+    raw = "raw"  # uint8 pixels, row-major HWC: biggest on disk, no decoding cost when read
+    png = "png"  # lossless
+    jpeg = "jpeg"  # lossy (writer.jpeg_quality), smallest
+
+
+class Repeat(str, enum.Enum):
+    infinite = "infinite"  # repeat forever; fit gets steps_per_epoch from the manifest's counts
+    per_epoch = "per_epoch"  # a finite dataset that fit iterates once per epoch
+    epochs = "epochs"  # repeat trainer.epochs times inside one fit epoch
+
+
+class Cache(str, enum.Enum):
+    auto = "auto"  # memory when the split's decoded records fit in pipeline.cache_budget_mb, else none
+    none = "none"
+    memory = "memory"
+    disk = "disk"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    image_shape: List[int] = MISSING  # [height, width, channels]
+    class_names: Optional[List[str]] = None  # null: image folders take their sorted folder names / labels
+    validation_fraction: float = 0.1  # carved from train: seeded draw (arrays) or path hash (image folders)
+    split_seed: int = 0
+    max_examples_per_split: Optional[int] = None  # cut each source split to its first N examples
+    source: Any = MISSING  # `kind` names a module of tfrexp.sources, whose `Settings` types the rest
+
+    def __post_init__(self) -> None:
+        require(bool(self.name) and "/" not in self.name and "\\" not in self.name and self.name not in {".", ".."},
+                "dataset.name", self.name, "must be a plain name (no path separators)")
+        require(len(self.image_shape) == 3 and all(d > 0 for d in self.image_shape), "dataset.image_shape",
+                list(self.image_shape), "must be [height, width, channels], all > 0")
+        require(self.class_names is None or len(self.class_names) >= 2, "dataset.class_names", self.class_names,
+                "needs >= 2 classes")
+        require(0.0 <= self.validation_fraction < 1.0, "dataset.validation_fraction", self.validation_fraction,
+                "must be in [0, 1)")
+        require(self.max_examples_per_split is None or self.max_examples_per_split > 0,
+                "dataset.max_examples_per_split", self.max_examples_per_split, "must be null or > 0")
+
+
+@dataclass
+class WriterConfig:
+    shard_size_mb: float = 8.0  # target size of one shard; the last one may be smaller (MNIST train: 6 shards)
+    compression: Compression = Compression.none
+    image_encoding: ImageEncoding = ImageEncoding.raw
+    jpeg_quality: int = 90
+    num_workers: Optional[int] = None  # processes that decode/encode image files; null: one per core
+    force: bool = False  # rewrite even when a finished version with this fingerprint exists
+
+    def __post_init__(self) -> None:
+        require(self.shard_size_mb > 0, "writer.shard_size_mb", self.shard_size_mb, "must be > 0")
+        require(1 <= self.jpeg_quality <= 100, "writer.jpeg_quality", self.jpeg_quality, "must be in [1, 100]")
+        require(self.num_workers is None or self.num_workers > 0, "writer.num_workers", self.num_workers,
+                "must be null or > 0")
+
+    @property
+    def workers(self) -> int:
+        return self.num_workers or os.cpu_count() or 1
+
+
+@dataclass
+class PipelineConfig:
+    """The `autotune` pipeline: what the benchmark found fastest among correct settings."""
+
+    batch_size: int = 128
+    parallelism: Any = "autotune"  # "autotune" or a fixed number of parallel calls
+    shuffle_buffer: int = 10_000  # examples; 0 disables shuffling
+    cache: Cache = Cache.auto
+    cache_budget_mb: float = 1024.0  # cache=auto caches a split in memory up to this size (MNIST train: 45 MB)
+    deterministic: bool = False  # true: element order is reproducible at some cost in speed
+    repeat: Repeat = Repeat.per_epoch
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "pipeline.batch_size", self.batch_size, "must be > 0")
+        require(self.shuffle_buffer >= 0, "pipeline.shuffle_buffer", self.shuffle_buffer, "must be >= 0")
+        require(self.parallelism == "autotune" or (isinstance(self.parallelism, int) and self.parallelism > 0),
+                "pipeline.parallelism", self.parallelism, "must be 'autotune' or an integer > 0")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 2
+    learning_rate: float = 3e-3  # peak rate of the schedule
+    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay to 0) | constant
+    warmup_fraction: float = 0.05  # share of all steps spent warming up (cosine only)
+    weight_decay: float = 0.0
+    seed: int = 42
+    mixed_precision: Toggle = Toggle.auto  # auto: on for GPUs with tensor cores
+    jit_compile: Toggle = Toggle.auto  # auto: Keras decides (XLA on GPU)
+    steps_per_execution: int = 1
+    objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
+    objective_direction: str = "max"  # max | min: which end of the objective is best
+    verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
+    resume: bool = False  # continue the latest interrupted run of this same config, from its last epoch
+
+    def __post_init__(self) -> None:
+        require(self.epochs > 0, "trainer.epochs", self.epochs, "must be > 0")
+        require(self.learning_rate > 0, "trainer.learning_rate", self.learning_rate, "must be > 0")
+        require(self.schedule in {"cosine", "constant"}, "trainer.schedule", self.schedule, "must be cosine|constant")
+        require(0 <= self.warmup_fraction < 1, "trainer.warmup_fraction", self.warmup_fraction, "must be in [0, 1)")
+        require(self.weight_decay >= 0, "trainer.weight_decay", self.weight_decay, "must be >= 0")
+        require(self.steps_per_execution > 0, "trainer.steps_per_execution", self.steps_per_execution,
+                "must be > 0")
+        require(self.objective_direction in {"max", "min"}, "trainer.objective_direction",
+                self.objective_direction, "must be max|min")
+        require(self.verbose in {0, 1, 2}, "trainer.verbose", self.verbose, "must be 0, 1 or 2")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING  # conf/tracking/mlflow.yaml: sqlite:///<paths.output_dir>/mlflow.db; or http://host:port
+    experiment: str = "tfrexp"
+    # For a new experiment in a local store (a path or a URI); a server keeps artifacts where it was told to.
+    artifact_location: Optional[str] = None
+    run_name: Optional[str] = None  # null: <dataset>-<model>, plus what a sweep varies
+    log_model: bool = True
+
+
+@dataclass
+class PathsConfig:
+    # Everything a run writes: records, mlflow.db, artifacts, Hydra run folders (conf/paths/default.yaml:
+    # $TFREXP_OUTPUT_DIR or outputs/, relative to the folder tfrexp is started in).
+    output_dir: str = MISSING
+    # Where source data sets are looked for first (<data_dir>/<dataset>/); null: none configured.
+    data_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.data_dir is not None:
+            require(Path(self.data_dir).is_dir(), "paths.data_dir", self.data_dir, "is not an existing directory")
+        require(not Path(self.output_dir).exists() or Path(self.output_dir).is_dir(), "paths.output_dir",
+                self.output_dir, "exists and is not a directory")
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.output_dir) / "records"
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model: Any = MISSING  # a `_target_` node: Keras model builder and its arguments
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)

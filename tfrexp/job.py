@@ -1,0 +1,81 @@
+"""From a composed config to what one run needs: checked settings, the source, names and folders.
+
+Shared by the `tfrexp` command and the Python API. No TensorFlow here: a bad config is refused before
+TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from tfrexp import config, sources
+from tfrexp.config.schema import Config
+from tfrexp.records.examples import ExampleSource
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """How one job's MLflow run is named, tagged and attached to its sweep."""
+
+    run_name: str
+    tags: dict[str, str]
+    parent_run_id: str | None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the entrypoint knows beyond the settings: names, the resolved config, where to put scratch."""
+
+    resolved_config: dict
+    config_yaml: str
+    identity: JobIdentity  # run name, tags, parent run of a sweep
+    run_dir: Path
+
+
+def register_schemas() -> None:
+    """Everything Hydra types the config tree with: the groups' schema and the built-in source kinds."""
+    config.register_schemas()
+    sources.register_schemas()
+
+
+def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """The config the `tfrexp` command would get for `overrides`, through Hydra's compose API."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_schemas()
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """The config without its `hydra` node: what Hydra hands the task function."""
+    if "hydra" not in cfg:
+        return cfg
+    task = cfg.copy()
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def check(cfg: DictConfig) -> tuple[Config, ExampleSource]:
+    """Typed settings and the source; a ConfigError names the first bad key and value."""
+    settings = config.to_settings(task_config(cfg))
+    return settings, sources.build(settings.dataset)
+
+
+def context(task_cfg: DictConfig, hydra_cfg: Any, settings: Config, run_dir: Path) -> RunContext:
+    """The run's context from the job's Hydra config (sweep membership, overrides, chosen model)."""
+    from tfrexp.sweep import job_identity  # imports MLflow: only once the config is known to be good
+
+    model_name = hydra_cfg.runtime.choices.get("model") or "model"
+    return RunContext(
+        resolved_config=OmegaConf.to_container(task_cfg, resolve=True, enum_to_str=True),
+        config_yaml=OmegaConf.to_yaml(task_cfg, resolve=True),
+        identity=job_identity(hydra_cfg, settings.dataset.name, model_name, settings.tracking.run_name),
+        run_dir=run_dir,
+    )
