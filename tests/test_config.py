@@ -91,12 +91,17 @@ def test_cli_reports_compose_errors_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_help_lists_the_config_groups():
+def test_cli_help_says_what_tfrexp_is_then_lists_groups_and_examples():
     result = run_tfrexp("--help")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tfrexp: configuration-driven TensorFlow experiments.")
+    assert "is powered by Hydra" not in result.stdout
+    examples = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("tfrexp ")]
+    assert len(examples) == 3 and any(" -m " in line for line in examples)
     for group in ("dataset: ", "writer: ", "pipeline: ", "model: ", "trainer: ", "tracking: ", "paths: "):
         assert group in result.stdout
-    assert "mnist_tfds" in result.stdout and "cnn_small" in result.stdout
+    assert "pipeline: autotune, deterministic, walkthrough" in result.stdout
+    assert "mnist_tfds" in result.stdout and "cnn_small" in result.stdout and "== Config ==" in result.stdout
 
 
 def test_experiment_overlays_set_values_across_groups(tmp_path):

@@ -122,3 +122,44 @@ def test_a_fixed_parallelism_above_the_number_of_shards_works(records):
     settings = PipelineConfig(batch_size=BATCH, parallelism=8)  # validation has a single shard
     dataset = build_dataset(records.directory, records.manifest, "validation", settings, training=True)
     assert sum(len(labels) for _, labels in dataset) == records.manifest.splits["validation"].num_examples
+
+
+@pytest.mark.parametrize("preset", ["autotune", "walkthrough", "deterministic"])
+def test_every_pipeline_preset_delivers_each_example_once(records, preset, tmp_path):
+    from helpers import compose_config
+    from tfrexp import config
+
+    settings = config.to_settings(compose_config(f"pipeline={preset}", f"paths.output_dir={tmp_path}")).pipeline
+    expected = _all_examples(records)
+    count = sum(expected.values())
+    dataset = build_dataset(records.directory, records.manifest, "train", settings, training=True, seed=3)
+    assert Counter(_stream(dataset, count)) == expected
+
+
+def test_the_presets_say_what_they_change(tmp_path):
+    from helpers import compose_config
+    from tfrexp import config
+    from tfrexp.config import Parse
+
+    def preset(name):
+        return config.to_settings(compose_config(f"pipeline={name}", f"paths.output_dir={tmp_path}")).pipeline
+
+    autotune, walkthrough, deterministic = preset("autotune"), preset("walkthrough"), preset("deterministic")
+    assert autotune == PipelineConfig(), "autotune is the schema's defaults"
+    assert (walkthrough.parse, walkthrough.cache, walkthrough.repeat) == (Parse.per_example, Cache.none,
+                                                                          Repeat.infinite)
+    assert deterministic.deterministic and deterministic.parallelism == 4
+
+
+def test_the_deterministic_preset_gives_the_same_order_twice(records, tmp_path):
+    from helpers import compose_config
+    from tfrexp import config
+
+    settings = config.to_settings(compose_config("pipeline=deterministic", f"paths.output_dir={tmp_path}")).pipeline
+    count = records.manifest.splits["train"].num_examples
+
+    def order():
+        dataset = build_dataset(records.directory, records.manifest, "train", settings, training=True, seed=5)
+        return _stream(dataset, count)
+
+    assert order() == order()

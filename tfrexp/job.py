@@ -15,15 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from tfrexp import config, sources
 from tfrexp.config.schema import Config
 from tfrexp.records.examples import ExampleSource
-
-
-@dataclass(frozen=True)
-class JobIdentity:
-    """How one job's MLflow run is named, tagged and attached to its sweep."""
-
-    run_name: str
-    tags: dict[str, str]
-    parent_run_id: str | None
+from tfrexp.run_identity import JobIdentity, job_identity
 
 
 @dataclass(frozen=True)
@@ -70,8 +62,6 @@ def check(cfg: DictConfig) -> tuple[Config, ExampleSource]:
 
 def context(task_cfg: DictConfig, hydra_cfg: Any, settings: Config, run_dir: Path) -> RunContext:
     """The run's context from the job's Hydra config (sweep membership, overrides, chosen model)."""
-    from tfrexp.sweep import job_identity  # imports MLflow: only once the config is known to be good
-
     model_name = hydra_cfg.runtime.choices.get("model") or "model"
     return RunContext(
         resolved_config=OmegaConf.to_container(task_cfg, resolve=True, enum_to_str=True),

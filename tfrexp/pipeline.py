@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfrexp.config.schema import Cache, PipelineConfig, Repeat
+from tfrexp.config.schema import Cache, Parse, PipelineConfig, Repeat
 from tfrexp.errors import ConfigError
 from tfrexp.records import reader
 from tfrexp.records.manifest import Manifest
@@ -110,7 +110,7 @@ def build_dataset(
     elif training and settings.repeat is Repeat.epochs:
         dataset = dataset.repeat(epochs)
     dataset = reader.batch_and_parse(dataset, manifest.image_encoding, manifest.image_shape, settings.batch_size,
-                                     parallel, order)
+                                     parallel, order, per_example=settings.parse is Parse.per_example)
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
         dataset = dataset.map(ready_times.stamp)

@@ -7,6 +7,7 @@ from tfrexp.config.schema import (
     Config,
     DatasetConfig,
     ImageEncoding,
+    Parse,
     PathsConfig,
     PipelineConfig,
     Repeat,
@@ -18,7 +19,7 @@ from tfrexp.config.schema import (
 )
 
 __all__ = [
-    "CONF_DIR", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "PathsConfig", "PipelineConfig",
+    "CONF_DIR", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse", "PathsConfig", "PipelineConfig",
     "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
     "to_settings", "typed",
 ]

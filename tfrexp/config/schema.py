@@ -51,6 +51,11 @@ class Repeat(str, enum.Enum):
     epochs = "epochs"  # repeat trainer.epochs times inside one fit epoch
 
 
+class Parse(str, enum.Enum):
+    batch = "batch"  # batch the serialized records, then parse the whole batch in one op (raw records)
+    per_example = "per_example"  # parse each record, then batch (the walkthrough's way)
+
+
 class Cache(str, enum.Enum):
     auto = "auto"  # memory when the split's decoded records fit in pipeline.cache_budget_mb, else none
     none = "none"
@@ -112,6 +117,7 @@ class PipelineConfig:
     cache_budget_mb: float = 1024.0  # cache=auto caches a split in memory up to this size (MNIST train: 45 MB)
     deterministic: bool = False  # true: element order is reproducible at some cost in speed
     repeat: Repeat = Repeat.per_epoch
+    parse: Parse = Parse.batch  # PNG/JPEG records are always decoded per example, in parallel
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "pipeline.batch_size", self.batch_size, "must be > 0")

@@ -34,22 +34,26 @@ def parse_batch(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tenso
     return tf.reshape(pixels, [-1, *image_shape]), features[LABEL]
 
 
-def parse_encoded(serialized: tf.Tensor, image_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """One serialized PNG or JPEG record -> (uint8 image [H, W, C], int64 label)."""
+def parse_one(serialized: tf.Tensor, image_shape: list[int], encoding: ImageEncoding) -> tuple[tf.Tensor, tf.Tensor]:
+    """One serialized record -> (uint8 image [H, W, C], int64 label)."""
     features = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
-    image = tf.io.decode_image(features[IMAGE], channels=image_shape[-1], expand_animations=False)
+    if encoding is ImageEncoding.raw:
+        image = tf.reshape(tf.io.decode_raw(features[IMAGE], tf.uint8), image_shape)
+    else:
+        image = tf.io.decode_image(features[IMAGE], channels=image_shape[-1], expand_animations=False)
     return tf.ensure_shape(image, image_shape), features[LABEL]
 
 
 def batch_and_parse(
     records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int], batch_size: int,
-    parallel: int = tf.data.AUTOTUNE, deterministic: bool = True,
+    parallel: int = tf.data.AUTOTUNE, deterministic: bool = True, per_example: bool = False,
 ) -> tf.data.Dataset:
-    """Serialized records -> batches of (uint8 images [B, H, W, C], int64 labels [B])."""
-    if encoding is ImageEncoding.raw:
+    """Serialized records -> batches of (uint8 images [B, H, W, C], int64 labels [B]). Raw records are parsed
+    a batch at a time unless `per_example`; PNG and JPEG records are always decoded one at a time."""
+    if encoding is ImageEncoding.raw and not per_example:
         records = records.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
         return records.map(lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel,
                            deterministic=deterministic)
-    decoded = records.map(lambda serialized: parse_encoded(serialized, image_shape), num_parallel_calls=parallel,
-                          deterministic=deterministic)
+    decoded = records.map(lambda serialized: parse_one(serialized, image_shape, encoding),
+                          num_parallel_calls=parallel, deterministic=deterministic)
     return decoded.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)

@@ -1,0 +1,93 @@
+"""The house rules of the package, checked on its source: small modules, imports that follow the data flow
+(no loop between folders), records that never import a source, a config that imports no other layer."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tfrexp"
+MAX_LINES = 300
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+            for path in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Every tfrexp module a file imports, at any level (function-level imports count too). The root
+    package `tfrexp` (version, start time, the lazy API) is left out: it imports nothing at module level."""
+    modules = _modules()
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in (tree.body if top_level_only else ast.walk(tree)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("tfrexp")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfrexp"):
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & set(modules)
+            found |= submodules or {node.module}
+    return {name for name in found if name in modules and name != "tfrexp"}
+
+
+def _folder(module: str) -> str:
+    """tfrexp.records.writer -> tfrexp.records; tfrexp.pipeline -> tfrexp.pipeline (a module is its own room)."""
+    path = _modules()[module]
+    parts = module.split(".")
+    return ".".join(parts[:2]) if path.parent != PACKAGE or path.name == "__init__.py" else module
+
+
+def _folder_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in _modules().items():
+        for imported in _imports(path):
+            if _folder(imported) != _folder(module) and _folder(module) != "tfrexp":
+                graph[_folder(module)].add(_folder(imported))
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        state[node] = 1
+        for after in sorted(graph.get(node, ())):
+            if state.get(after) == 1:
+                return trail[trail.index(after):] + [after] if after in trail else [node, after]
+            if after not in state and (found := visit(after, trail + [after])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(path.relative_to(PACKAGE.parent)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_root_package_imports_nothing_of_ours_at_start():
+    assert _imports(PACKAGE / "__init__.py", top_level_only=True) == set()
+
+
+def test_no_import_loop_between_folders():
+    assert _cycle(_folder_graph()) is None
+
+
+def test_a_loop_is_found_when_there_is_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def test_imports_follow_the_data_flow():
+    graph = _folder_graph()
+    assert "tfrexp.sources" not in graph["tfrexp.records"], "records must not import a source"
+    assert graph["tfrexp.config"] <= {"tfrexp.errors"}, "the config imports no other layer"
+    assert graph["tfrexp.records"] <= {"tfrexp.config", "tfrexp.errors"}
+    assert "tfrexp.experiment" not in graph["tfrexp.bench"], "the bench calls the API, it does not rebuild runs"

@@ -1,0 +1,56 @@
+"""The sweep callback and the names of a sweep's runs, in-process against a SQLite store (the real sweeps
+run end to end in test_sweeps.py)."""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from tfrexp import job, tracking
+from tfrexp.config.schema import TrackingConfig
+from tfrexp.run_identity import job_identity, read_sweep_file
+from tfrexp.sweep import SweepCallback
+
+
+def _sweep_config(tmp_path, *overrides):
+    cfg = job.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
+                      *overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["model=cnn_small", "trainer.learning_rate=0.001,0.003"]
+    return cfg
+
+
+def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
+    cfg = _sweep_config(tmp_path)
+    SweepCallback().on_multirun_start(cfg)
+    sweep = read_sweep_file(tmp_path / "sweep")
+    assert sweep["swept_keys"] == ["trainer.learning_rate"]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    parent = client.get_run(sweep["parent_run_id"])
+    assert parent.info.status == "RUNNING" and parent.data.params["sweep.swept_keys"] == "trainer.learning_rate"
+
+    experiment_id = tracking.connect(TrackingConfig(uri=uri))
+    for number, (rate, accuracy) in enumerate([("0.001", 0.91), ("0.003", 0.95)]):
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = ["model=cnn_small", f"trainer.learning_rate={rate}"]
+            cfg.hydra.job.num = number
+        identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
+        assert identity.run_name == f"mnist-cnn_small-learning_rate={rate}"
+        assert identity.parent_run_id == parent.info.run_id and identity.tags["sweep.job"] == str(number)
+        with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+            mlflow.log_metric("val_accuracy", accuracy)
+
+    SweepCallback().on_multirun_end(cfg)
+    ended = client.get_run(parent.info.run_id)
+    assert ended.info.status == "FINISHED" and ended.data.metrics["best_val_accuracy"] == 0.95
+    assert ended.data.tags["best_run_name"] == "mnist-cnn_small-learning_rate=0.003"
+    assert ended.data.metrics["sweep.children"] == 2 and ended.data.metrics["sweep.finished"] == 2
+
+
+def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):
+    cfg = job.compose(f"paths.output_dir={tmp_path}", "tracking.run_name=mine", return_hydra_config=True)
+    identity = job_identity(cfg.hydra, "mnist", "cnn", cfg.tracking.run_name)
+    assert (identity.run_name, identity.parent_run_id) == ("mine", None)
+    assert {"git.commit", "git.dirty", "hydra.overrides", "model"} <= set(identity.tags)

@@ -1,0 +1,117 @@
+"""tracking.py against a real SQLite MLflow store in a temporary folder: fast, no subprocess."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tfrexp import tracking
+from tfrexp.config.schema import TrackingConfig
+
+
+@pytest.fixture
+def store(tmp_path):
+    settings = TrackingConfig(uri=f"sqlite:///{tmp_path}/store/mlflow.db", experiment="unit",
+                              artifact_location=str(tmp_path / "artifacts"))
+    experiment_id = tracking.connect(settings)
+    yield settings, experiment_id, MlflowClient(settings.uri)
+    mlflow.end_run()
+
+
+def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_path):
+    settings, experiment_id, client = store
+    assert (tmp_path / "store" / "mlflow.db").is_file()
+    assert tracking.connect(settings) == experiment_id
+    experiment = client.get_experiment(experiment_id)
+    assert experiment.name == "unit" and experiment.artifact_location == (tmp_path / "artifacts").as_uri()
+
+
+@pytest.mark.parametrize(("raised", "status"), [(None, "FINISHED"), (ValueError("bad value"), "FAILED"),
+                                                (KeyboardInterrupt(), "KILLED")])
+def test_a_run_ends_finished_failed_or_killed(store, raised, status):
+    _, experiment_id, client = store
+    with pytest.raises(type(raised)) if raised else _nothing():
+        with tracking.start_run(experiment_id, "r", {"a": "1"}) as run:
+            if raised:
+                raise raised
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == status and ended.data.tags["a"] == "1"
+    if status == "FAILED":
+        assert ended.data.tags["error"] == "ValueError: bad value"
+        assert {item.path for item in client.list_artifacts(run.info.run_id)} == {"error.txt"}
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_resume_finds_the_newest_interrupted_run_of_the_same_config(store):
+    _, experiment_id, client = store
+    digest = tracking.config_digest({"trainer": {"epochs": 2, "resume": False}})
+    assert digest == tracking.config_digest({"trainer": {"epochs": 2, "resume": True}}), "resume is not identity"
+    assert digest != tracking.config_digest({"trainer": {"epochs": 3, "resume": False}})
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run(experiment_id, "first", {"config.digest": digest}):
+            raise KeyboardInterrupt
+    with tracking.start_run(experiment_id, "done", {"config.digest": digest}):
+        pass
+    [killed] = [run for run in client.search_runs([experiment_id]) if run.info.status == "KILLED"]
+    assert tracking.find_interrupted_run(experiment_id, digest) == killed.info.run_id
+    assert tracking.find_interrupted_run(experiment_id, "another") is None
+    with tracking.start_run(experiment_id, "again", {}, resume_run_id=killed.info.run_id) as resumed:
+        assert resumed.info.run_id == killed.info.run_id
+    assert client.get_run(killed.info.run_id).data.tags["resumed"] == "true"
+
+
+def test_params_are_flattened_dotted_keys():
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": [1, 2]}
+
+
+def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp_path, monkeypatch):
+    _, experiment_id, client = store
+    buffer = tracking.MetricBuffer()
+    with tracking.start_run(experiment_id, "m", {}) as run:
+        buffer.log({"loss": 1.0}, step=1)
+        real = mlflow.log_metrics
+
+        def refuse(*args, **kwargs):
+            raise MlflowException("store gone")
+
+        monkeypatch.setattr(mlflow, "log_metrics", refuse)
+        buffer.log({"loss": 0.5}, step=2)
+        assert buffer.unsent() == [{"step": 2, "metrics": {"loss": 0.5}}]
+        monkeypatch.setattr(mlflow, "log_metrics", real)
+        buffer.log({"loss": 0.25}, step=3)  # the retry sends the kept value first, in order
+        assert buffer.unsent() == []
+        buffer.give_up(tmp_path / "unsent.json", "uri")  # nothing left: no file, no error
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 1.0), (2, 0.5),
+                                                                                             (3, 0.25)]
+    assert not (tmp_path / "unsent.json").exists()
+    monkeypatch.setattr(mlflow, "log_metrics", refuse)
+    buffer.log({"loss": 0.1}, step=4)
+    with pytest.raises(tracking.TrackingError, match="1 sets of metric values were not stored"):
+        buffer.give_up(tmp_path / "unsent.json", "uri")
+    assert json.loads((tmp_path / "unsent.json").read_text()) == [{"step": 4, "metrics": {"loss": 0.1}}]
+
+
+def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
+    _, experiment_id, client = store
+    with tracking.start_run(experiment_id, "d", {}) as run:
+        tracking.log_dataset(tmp_path, "mnist", "0123456789abcdef", "train")
+    [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert dataset_input.dataset.name == "mnist-train" and dataset_input.dataset.digest == "0123456789abcdef"
+    assert dataset_input.tags[0].value == "training" and dataset_input.dataset.source_type == "local"
+
+
+def test_where_to_look_names_the_ui_command():
+    assert tracking.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
+    assert "make ui" in tracking.where_to_look(tracking.DEFAULT_STORE, "1", "r")
+    assert "mlflow ui --backend-store-uri sqlite:///x.db" in tracking.where_to_look("sqlite:///x.db", "1", "r")

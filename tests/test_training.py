@@ -1,0 +1,103 @@
+"""training.py, callbacks.py and the model builder, in-process on tiny data: the schedule, the heads, the
+callbacks' contract (their order, signals held while an epoch is logged and saved), divergence."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrexp import training
+from tfrexp.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence, training_callbacks
+from tfrexp.config.schema import Toggle, TrainerConfig
+from tfrexp.errors import ConfigError, TrainingDiverged
+from tfrexp.experiment import model_builder
+from tfrexp.pipeline import FitPlan
+from tfrexp.tracking import MetricBuffer
+
+CNN = {"_target_": "tfrexp.models.convnets.build_cnn", "filters": [4], "dense_units": 8}
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, size=(n, 8, 8, 1), dtype=np.uint8)
+    labels = (images.mean(axis=(1, 2, 3)) > 127).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+
+
+def test_the_model_builder_binds_the_config_and_refuses_bad_arguments():
+    model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=3)
+    assert model.output_shape == (None, 3)
+    with pytest.raises(ConfigError, match="model._target_ is missing"):
+        model_builder({"filters": [4]})
+    with pytest.raises(ConfigError, match=r"model._target_='nowhere.build'"):
+        model_builder({"_target_": "nowhere.build"})
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'colour'"):
+        model_builder({**CNN, "colour": "red"})
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_as_configured():
+    model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=2)
+    trainer = TrainerConfig(learning_rate=0.01, warmup_fraction=0.1)
+    device = training.configure_device(Toggle.off, Toggle.off)
+    training.compile_model(model, trainer, FitPlan(epochs=1, steps_per_epoch=None, total_steps=100,
+                                                   examples_per_epoch=1600), device)
+    schedule = model.optimizer._learning_rate  # the schedule object Keras was given
+    assert float(schedule(0)) == 0.0 and math.isclose(float(schedule(10)), 0.01, rel_tol=1e-6)
+    assert float(schedule(55)) < 0.01 and float(schedule(100)) < 1e-6
+    assert device.device == "CPU" and device.as_params() == {"device": "CPU", "mixed_precision": False,
+                                                            "jit_compile": False}
+
+
+def test_constant_schedule_and_weight_decay_choose_the_optimizer():
+    model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=2)
+    plan = FitPlan(1, None, 10, 160)
+    device = training.configure_device(Toggle.off, Toggle.off)
+    training.compile_model(model, TrainerConfig(schedule="constant", weight_decay=0.01), plan, device)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert math.isclose(float(model.optimizer.learning_rate), 3e-3, rel_tol=1e-6)
+
+
+def test_fit_evaluate_and_predict_agree_on_a_binary_head():
+    build = model_builder({"_target_": "tfrexp.models.mlp.build_mlp", "hidden_units": [8]})
+    model = build(input_shape=[8, 8, 1], num_classes=2)
+    model = keras.Model(model.input, keras.layers.Dense(1)(model.layers[-2].output))  # one logit
+    training.compile_model(model, TrainerConfig(), FitPlan(2, None, 8, 64), training.configure_device(
+        Toggle.off, Toggle.off))
+    history = training.fit(model, _data(), _data(seed=1), FitPlan(2, None, 8, 64), 0, [])
+    assert [len(values) for values in history.values()] == [2] * len(history) and "val_accuracy" in history
+    test = training.evaluate(model, _data(seed=2))
+    labels, predictions = training.predict_classes(model, _data(seed=2))
+    assert set(test) == {"test_accuracy", "test_loss"}
+    assert math.isclose(test["test_accuracy"], float((labels == predictions).mean()), abs_tol=1e-6)
+
+
+def test_the_callbacks_run_in_the_contracted_order(tmp_path):
+    interrupts = Interrupts()
+    logger = EpochMetricsLogger(64, MetricBuffer())
+    callbacks = training_callbacks(interrupts, logger, tmp_path / "backup")
+    kinds = [type(callback).__name__ for callback in callbacks]
+    assert kinds == ["StopOnDivergence", "LambdaCallback", "EpochMetricsLogger", "BackupAndRestore",
+                     "LambdaCallback"]
+    hold, release = callbacks[1], callbacks[4]
+    hold.on_epoch_end(0, {})
+    with interrupts.installed():
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the epoch is logged and saved: held back
+        with pytest.raises(KeyboardInterrupt, match=f"signal {int(signal.SIGTERM)}"):
+            release.on_epoch_end(0, {})  # raised after the save
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # outside the held span: at once
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler is back"
+
+
+def test_a_non_finite_loss_stops_at_that_batch():
+    stop = StopOnDivergence()
+    stop.on_epoch_begin(2)
+    stop.on_train_batch_end(0, {"loss": 0.3})
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 3, batch 5"):
+        stop.on_train_batch_end(4, {"loss": float("nan")})

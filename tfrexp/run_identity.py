@@ -1,0 +1,63 @@
+"""How one job's MLflow run is named, tagged and attached to its sweep: `<dataset>-<model>` plus what the
+sweep varies, the git state of the user's project, and the sweep file through which the sweep callback tells
+every job (in this process or a launcher's worker) its parent run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.types import RunMode
+
+SWEEP_FILE = "mlflow_sweep.json"
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """How one job's MLflow run is named, tagged and attached to its sweep."""
+
+    run_name: str
+    tags: dict[str, str]
+    parent_run_id: str | None
+
+
+def job_identity(hydra_cfg: Any, dataset: str, model: str, run_name: str | None) -> JobIdentity:
+    """From the job's Hydra config: `<dataset>-<model>` plus the swept overrides, and the tags."""
+    overrides = list(hydra_cfg.overrides.task)
+    tags = {"model": model, "hydra.overrides": " ".join(overrides) or "(none)", **git_state()}
+    sweep = read_sweep_file(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if sweep is None:
+        return JobIdentity(run_name or f"{dataset}-{model}", tags, None)
+    swept = set(sweep["swept_keys"])
+    varying = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    name = "-".join([dataset, model, *(_short(o) for o in varying)])
+    tags.update({"sweep.id": sweep["sweep_id"], "sweep.job": str(hydra_cfg.job.num)})
+    return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
+
+
+def git_state(folder: Path | None = None) -> dict[str, str]:
+    """The commit of the user's project (the git work tree tfrexp is started in, where their conf/ lives)
+    and whether the working tree differs from it; "unknown" outside a git work tree."""
+    folder = folder or Path.cwd()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    return {"git.commit": commit, "git.dirty": str(bool(status.strip())).lower()}
+
+
+def _short(override: str) -> str:
+    """trainer.learning_rate=0.003 -> learning_rate=0.003."""
+    key, _, value = override.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def read_sweep_file(sweep_dir: Path) -> dict | None:
+    path = sweep_dir / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
