@@ -21,10 +21,10 @@ help: ## list the targets
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,jax]'
 	touch $@
 
-install: $(INSTALLED) ## create .venv and install tfrexp (editable) with its dependencies
+install: $(INSTALLED) ## create .venv and install tfrexp (editable) with its dependencies, test tools and JAX
 
 train: $(INSTALLED) ## run the default experiment (MNIST -> TFRecords -> CNN -> MLflow); ARGS='...' adds overrides
 	$(BIN)/tfrexp $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -14,6 +15,8 @@ from tfrexp.synthetic import make_catdog_folder
 
 pytestmark = pytest.mark.slow
 
+BACKEND_LINE = re.compile(r"^[IWEF]\d{4} ", re.MULTILINE)  # TensorFlow's C++ log format: I0000 00:00:...
+
 # cnn_small: the default net's batch norm needs more than these 16 steps to settle its statistics.
 SLICE = ["model=cnn_small", "dataset.max_examples_per_split=1000", "trainer.epochs=2", "trainer.verbose=0", "tracking.experiment=e2e"]
 
@@ -23,6 +26,7 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     first = run_tfrexp(*SLICE, f"paths.output_dir={outputs}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "(written)" in first.stdout and "ui      :" in first.stdout
+    assert not BACKEND_LINE.search(first.stderr), "TensorFlow's C++ start-up lines are kept out by default"
 
     uri = f"sqlite:///{outputs}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -82,8 +86,10 @@ def test_catdog_trains_end_to_end_on_a_folder_with_corrupt_files(tmp_path):
 def test_the_experiment_overlays_run(tmp_path):
     """Smoke runs of every experiment file, shrunk."""
     mnist = run_tfrexp("experiment=mnist_seed", "dataset.max_examples_per_split=320", "trainer.epochs=1",
-                       "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={tmp_path / 'mnist'}")
+                       "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={tmp_path / 'mnist'}",
+                       "trainer.backend_logs=true")
     assert mnist.returncode == 0, mnist.stderr[-3000:]
+    assert BACKEND_LINE.search(mnist.stderr), "trainer.backend_logs=true shows TensorFlow's own lines"
     generated = make_catdog_folder(tmp_path / "images", 12, seed=3, bad_files=False)
     catdog = run_tfrexp("experiment=catdog_seed", f"dataset.source.path={generated.root}", "trainer.epochs=1",
                         "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={tmp_path / 'catdog'}")
@@ -95,3 +101,16 @@ def test_the_experiment_overlays_run(tmp_path):
         params = run.data.params
         assert (run.info.run_name, params["pipeline.batch_size"], params["pipeline.repeat"]) == expected
         assert run.info.status == "FINISHED"
+
+
+def test_the_jax_backend_trains_and_logs_like_tensorflow(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("trainer.backend=jax", "dataset.max_examples_per_split=1000", "trainer.epochs=2",
+                        "trainer.verbose=0", "tracking.log_model=false", f"paths.output_dir={outputs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["trainer.backend"] == "jax"
+    for metric in ("loss", "val_accuracy", "examples_per_second", "input_wait_share"):
+        assert [point.step for point in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    assert run.data.metrics["test_accuracy"] > 0.8

@@ -92,10 +92,30 @@ def test_downloads_from_a_mirror_and_verifies(tmp_path, source):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        online = replace(source, dir=None, download_dir=str(tmp_path / "downloads"),
+        # The shared copies were compressed anew (same content, other .gz bytes): the content digest checks them.
+        online = replace(source, dir=None, download_dir=str(tmp_path / "downloads"), archive_sha256={},
                          mirror=f"http://127.0.0.1:{server.server_address[1]}/")
         labels = idx.read_idx(idx.locate(online, "t10k-labels-idx1-ubyte"), online.sha256["t10k-labels-idx1-ubyte"])
     finally:
         server.shutdown()
     assert (tmp_path / "downloads" / "t10k-labels-idx1-ubyte.gz").is_file()
     assert np.bincount(labels).tolist() == TEST_LABEL_COUNTS
+
+
+def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, source):
+    """Same content, compressed anew: the archive digest tells it from the published file."""
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    content = gzip.decompress((Path(source.dir) / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (mirror_dir / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(content, mtime=1))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        online = replace(source, dir=None, download_dir=str(tmp_path / "downloads"),
+                         mirror=f"http://127.0.0.1:{server.server_address[1]}/")
+        with pytest.raises(DataError, match="does not match its pinned sha256"):
+            idx.locate(online, "t10k-labels-idx1-ubyte")
+    finally:
+        server.shutdown()
+    assert not any((tmp_path / "downloads").rglob("*.gz")), "nothing of a refused download is kept"

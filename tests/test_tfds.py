@@ -22,3 +22,14 @@ def test_mnist_tfds_writes_records_from_the_tfds_builder(make_settings):
     assert counts == {"train": 30, "validation": 10, "test": 40}
     assert record_set.manifest.source["source"]["kind"] == "tfds" and record_set.manifest.source["source"]["name"] == "mnist"
     assert record_set.directory.parent.name == "mnist_tfds"
+
+
+def test_a_dataset_without_a_train_split_is_a_data_error(tmp_path, data_dir):
+    import pytest
+
+    import tfrexp
+    from tfrexp.errors import DataError
+
+    with tfds.testing.mock_data(num_examples=8), pytest.raises(DataError, match="no 'train' split"):
+        tfrexp.run(["dataset=mnist_tfds", "~dataset.source.splits.train", "trainer.verbose=0",
+                    "tracking.log_model=false", f"paths.output_dir={tmp_path}"])

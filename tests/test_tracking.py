@@ -77,7 +77,7 @@ def test_params_are_flattened_dotted_keys():
 
 def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp_path, monkeypatch):
     _, experiment_id, client = store
-    buffer = tracking.MetricBuffer()
+    buffer = tracking.MetricBuffer(tmp_path / "unsent.json")
     with tracking.start_run(experiment_id, "m", {}) as run:
         buffer.log({"loss": 1.0}, step=1)
         real = mlflow.log_metrics
@@ -91,14 +91,14 @@ def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp
         monkeypatch.setattr(mlflow, "log_metrics", real)
         buffer.log({"loss": 0.25}, step=3)  # the retry sends the kept value first, in order
         assert buffer.unsent() == []
-        buffer.give_up(tmp_path / "unsent.json", "uri")  # nothing left: no file, no error
+        buffer.give_up("uri")  # nothing left: no file, no error
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 1.0), (2, 0.5),
                                                                                              (3, 0.25)]
     assert not (tmp_path / "unsent.json").exists()
     monkeypatch.setattr(mlflow, "log_metrics", refuse)
     buffer.log({"loss": 0.1}, step=4)
     with pytest.raises(tracking.TrackingError, match="1 sets of metric values were not stored"):
-        buffer.give_up(tmp_path / "unsent.json", "uri")
+        buffer.give_up("uri")
     assert json.loads((tmp_path / "unsent.json").read_text()) == [{"step": 4, "metrics": {"loss": 0.1}}]
 
 

@@ -60,7 +60,7 @@ def test_constant_schedule_and_weight_decay_choose_the_optimizer():
     device = training.configure_device(Toggle.off, Toggle.off)
     training.compile_model(model, TrainerConfig(schedule="constant", weight_decay=0.01), plan, device)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
-    assert math.isclose(float(model.optimizer.learning_rate), 3e-3, rel_tol=1e-6)
+    assert math.isclose(float(model.optimizer.learning_rate), TrainerConfig().learning_rate, rel_tol=1e-6)
 
 
 def test_fit_evaluate_and_predict_agree_on_a_binary_head():
@@ -101,3 +101,11 @@ def test_a_non_finite_loss_stops_at_that_batch():
     stop.on_train_batch_end(0, {"loss": 0.3})
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 3, batch 5"):
         stop.on_train_batch_end(4, {"loss": float("nan")})
+
+
+def test_impossible_model_arguments_are_config_errors():
+    with pytest.raises(ConfigError, match=r"model.head='sigmoid': use 'softmax', or 'sigmoid' with exactly 2"):
+        model_builder({"_target_": "tfrexp.models.catdog.build_catdog_cnn", "head": "sigmoid"})(
+            input_shape=[32, 32, 3], num_classes=3)
+    with pytest.raises(ConfigError, match=r"model.kernel_sizes=\[5\]: needs one size per block"):
+        model_builder({**CNN, "kernel_sizes": [5], "filters": [4, 8]})(input_shape=[8, 8, 1], num_classes=2)

@@ -41,6 +41,7 @@ def run(overrides: Sequence[str] | None = None) -> RunResult:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     run_dir = Path(settings.paths.output_dir) / "runs" / f"{stamp}-{os.getpid()}"
     context = job.context(job.task_config(composed), composed.hydra, settings, run_dir)
+    job.prepare_backend(settings.trainer)
     import keras
 
     from tfrexp import experiment

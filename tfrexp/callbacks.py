@@ -73,12 +73,15 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {name: float(value) for name, value in (logs or {}).items()}
-        seconds = time.perf_counter() - self._started
-        metrics["epoch_seconds"] = seconds
-        metrics["examples_per_second"] = self.examples_per_epoch / seconds
+        metrics["epoch_seconds"] = time.perf_counter() - self._started  # validation included
+        # Throughput and input wait count the training steps alone: from the epoch's start to its last step.
+        train_seconds = self._step_ends[-1] - self._started if len(self._step_ends) > self._epoch_first_batch[-1] \
+            else metrics["epoch_seconds"]
+        metrics["train_seconds"] = train_seconds
+        metrics["examples_per_second"] = self.examples_per_epoch / train_seconds
         waited = self._input_wait_seconds()
         if waited is not None:
-            metrics["input_wait_share"] = waited / seconds
+            metrics["input_wait_share"] = waited / train_seconds
         if self.startup_seconds is not None and len(self._epoch_first_batch) == 1:
             metrics["startup_seconds"] = self.startup_seconds
         self.metrics.log(metrics, step=epoch + 1)

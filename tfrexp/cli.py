@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> float:
     try:
         settings, source = job.check(cfg)
         context = job.context(cfg, hydra_cfg, settings, Path(hydra_cfg.runtime.output_dir))
+        job.prepare_backend(settings.trainer)
         from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 
         result = experiment.run(settings, source, context)

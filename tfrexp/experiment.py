@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from tfrexp import tracking, training
 from tfrexp.callbacks import EpochMetricsLogger, Interrupts, training_callbacks
 from tfrexp.config.schema import Config
-from tfrexp.errors import ConfigError, RecordsError
+from tfrexp.errors import ConfigError, DataError, RecordsError
 from tfrexp.job import RunContext
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
 from tfrexp.records.examples import ExampleSource
@@ -66,10 +66,8 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
     experiment_id = tracking.connect(settings.tracking)
     identity = context.identity
     digest = tracking.config_digest(context.resolved_config)
-    resume_id = None
-    if settings.trainer.resume:
-        resume_id = tracking.find_interrupted_run(experiment_id, digest)
-        log.info("trainer.resume: %s", f"continuing run {resume_id}" if resume_id else "nothing to resume, new run")
+    backups = Path(settings.paths.output_dir) / "backups"
+    resume_id = _run_to_resume(experiment_id, digest, backups) if settings.trainer.resume else None
     interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
     tags = {**identity.tags, "config.digest": digest}
     with interrupts.installed(), tracking.start_run(
@@ -85,6 +83,9 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             for split in manifest.splits:
                 tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
 
+        if "train" not in manifest.splits:
+            raise DataError(f"dataset {manifest.dataset}: no 'train' split to train on (it has "
+                            f"{sorted(manifest.splits)}); check dataset.source")
         device = training.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile)
         mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
         plan = fit_plan(manifest.splits["train"].num_examples, settings.pipeline, settings.trainer.epochs)
@@ -99,20 +100,29 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
         training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
-        metrics = tracking.MetricBuffer()
+        # Values the store does not take are kept; on any way out they are written here, and a resumed run
+        # (same run id) sends them.
+        metrics = tracking.MetricBuffer(Path(settings.paths.output_dir) / "unsent" / run_id / "unsent_metrics.json")
         logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready)
-        backup_dir = Path(settings.paths.output_dir) / "backups" / run_id
         fit_started = time.perf_counter()
         try:
             history = training.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose,
-                                   training_callbacks(interrupts, logger, backup_dir))
+                                   training_callbacks(interrupts, logger, backups / run_id))
             fit_seconds = time.perf_counter() - fit_started
             test_metrics = training.evaluate(model, evaluation["test"]) if "test" in evaluation else {}
-        except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+            metrics.log({**test_metrics, "fit_seconds": fit_seconds})
+        except (tf.errors.DataLossError, tf.errors.FailedPreconditionError, tf.errors.NotFoundError,
+                tf.errors.InvalidArgumentError) as error:
+            metrics.keep()
             # TensorFlow names no file; reading the shards again finds the bad one(s) for the message.
-            raise RecordsError(bad_shards_message(records.directory) or f"records unreadable ({error})") from None
-        metrics.log(test_metrics)
-        metrics.give_up(context.run_dir / "unsent_metrics.json", settings.tracking.uri)
+            message = bad_shards_message(records.directory)
+            if message is None and isinstance(error, (tf.errors.NotFoundError, tf.errors.InvalidArgumentError)):
+                raise  # not the records' fault
+            raise RecordsError(message or f"records unreadable ({error.message.splitlines()[0]})") from None
+        except BaseException:  # Ctrl-C, SIGTERM, a diverging loss, ...
+            metrics.keep()
+            raise
+        metrics.give_up(settings.tracking.uri)
         if "test" in evaluation:
             labels, predictions = training.predict_classes(model, evaluation["test"])
             tracking.log_report(history, labels, predictions, manifest.class_names)
@@ -128,6 +138,20 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
                      tracking_uri=settings.tracking.uri, test_metrics=test_metrics, objective=objective,
                      records_dir=records.directory, records_reused=records.reused, fit_seconds=fit_seconds,
                      startup_seconds=logger.startup_seconds)
+
+
+def _run_to_resume(experiment_id: str, digest: str, backups: Path) -> str | None:
+    """The latest interrupted run of this config, if it has a backup to resume from; else None, saying why."""
+    run_id = tracking.find_interrupted_run(experiment_id, digest)
+    if run_id is None:
+        log.info("trainer.resume: no interrupted run of this config; starting a new run")
+        return None
+    if not (backups / run_id).is_dir() or not any((backups / run_id).iterdir()):
+        log.warning("trainer.resume: run %s has no backup to resume from (it ended after training); starting a new "
+                    "run", run_id)
+        return None
+    log.info("trainer.resume: continuing run %s from its last finished epoch", run_id)
+    return run_id
 
 
 def model_builder(node: Any) -> Callable[..., keras.Model]:

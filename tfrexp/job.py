@@ -6,6 +6,9 @@ TensorFlow is imported.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tfrexp import config, sources
-from tfrexp.config.schema import Config
+from tfrexp.config.schema import Backend, Config, TrainerConfig
+from tfrexp.errors import ConfigError
 from tfrexp.records.examples import ExampleSource
 from tfrexp.run_identity import JobIdentity, job_identity
 
@@ -58,6 +62,23 @@ def check(cfg: DictConfig) -> tuple[Config, ExampleSource]:
     """Typed settings and the source; a ConfigError names the first bad key and value."""
     settings = config.to_settings(task_config(cfg))
     return settings, sources.build(settings.dataset)
+
+
+def prepare_backend(trainer: TrainerConfig) -> None:
+    """Before TensorFlow and Keras are imported: the Keras backend, and TensorFlow's C++ start-up lines
+    (`cuInit ... UNKNOWN ERROR` on a machine without a GPU, oneDNN notices) kept out of the output unless
+    trainer.backend_logs is true (a TF_CPP_MIN_LOG_LEVEL of the user's own wins)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if trainer.backend_logs else "3")
+    loaded = sys.modules.get("keras")
+    if loaded is not None:
+        current = loaded.backend.backend()
+        if current != trainer.backend.value:
+            raise ConfigError(f"trainer.backend={trainer.backend.value!r}: Keras is already loaded with the "
+                              f"{current} backend in this process; start a new one")
+        return
+    os.environ["KERAS_BACKEND"] = trainer.backend.value
+    if trainer.backend is Backend.jax and importlib.util.find_spec("jax") is None:
+        raise ConfigError("trainer.backend='jax': JAX is not installed (pip install 'tfrexp[jax]')")
 
 
 def context(task_cfg: DictConfig, hydra_cfg: Any, settings: Config, run_dir: Path) -> RunContext:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,21 @@ log = logging.getLogger(__name__)
 
 
 class SweepCallback(Callback):
-    """Opens the sweep's parent run in MLflow, and closes it with the best child's result."""
+    """Opens the sweep's parent run in MLflow, and closes it with the best child's result.
+
+    Hydra turns an exception in a callback into a warning and goes on, so both ends are guarded here: a
+    sweep whose parent run cannot be made stops before any job, in one line (SystemExit gets through), and
+    a parent run always ends, FAILED with the reason if summing up the sweep fails."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._open_parent(config)
+        except Exception as error:  # noqa: BLE001 -- every cause ends the sweep the same way
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"tfrexp: error: the sweep cannot start: {reason}", file=sys.stderr)
+            sys.exit(2)
+
+    def _open_parent(self, config: DictConfig) -> None:
         settings = _tracking_settings(config)
         experiment_id = tracking.connect(settings)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -58,6 +71,21 @@ class SweepCallback(Callback):
         if sweep is None:
             return
         client = MlflowClient(_tracking_settings(config).uri)
+        try:
+            scored = self._sum_up(config, sweep, client)
+        except Exception as error:  # noqa: BLE001 -- whatever failed, the parent must not stay RUNNING
+            log.error("sweep %s: summing up failed: %s", sweep["sweep_id"], error)
+            try:
+                client.set_tag(sweep["parent_run_id"], "error", f"summing up the sweep failed: {error}"[:5000])
+                client.set_terminated(sweep["parent_run_id"], "FAILED")
+            except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
+                log.error("sweep %s: could not mark the parent run FAILED: %s", sweep["sweep_id"], store_error)
+            return
+        client.set_terminated(sweep["parent_run_id"], "FINISHED" if scored else "FAILED")
+
+    @staticmethod
+    def _sum_up(config: DictConfig, sweep: dict, client: MlflowClient) -> list:
+        """The parent's summary metrics and best child; returns the scored children."""
         objective, direction = config.trainer.objective, config.trainer.objective_direction
         children = client.search_runs(
             [sweep["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{sweep['parent_run_id']}'"
@@ -76,7 +104,7 @@ class SweepCallback(Callback):
             client.set_tag(parent_id, "best_run_id", best_run_id)
             client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
             log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
-        client.set_terminated(parent_id, "FINISHED" if scored else "FAILED")
+        return scored
 
 
 def _tracking_settings(config: DictConfig) -> TrackingConfig:

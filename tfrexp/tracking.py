@@ -160,11 +160,19 @@ def log_records(directory: Path, manifest: Manifest, reused: bool) -> None:
 class MetricBuffer:
     """Logs metrics; values the store does not take (it went away) are kept and retried with the next call.
 
-    `unsent()` after a final retry says what never got through, so nothing is dropped silently."""
+    On every way out of a run, `keep()` writes what still did not get through to `path` (nothing is dropped
+    silently), and a buffer made for the same run later (trainer.resume=true) sends what that file holds
+    first."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self._pending: list[tuple[dict[str, float], int]] = []
         self._warned = False
+        if path is not None and path.is_file():
+            self._pending = [(entry["metrics"], entry["step"]) for entry in json.loads(path.read_text())]
+            log.info("sending %d sets of metric values an earlier attempt of this run kept in %s",
+                     len(self._pending), path)
+            self.keep()
 
     def log(self, metrics: dict[str, float], step: int = 0) -> None:
         self._pending.append((metrics, step))
@@ -187,16 +195,25 @@ class MetricBuffer:
         self.flush()
         return [{"step": step, "metrics": metrics} for metrics, step in self._pending]
 
-    def give_up(self, path: Path, tracking_uri: str) -> None:
-        """Raise if some values never reached the store, after writing them to `path`."""
+    def keep(self) -> list[dict]:
+        """Retry once more, then write what is still unsent to `path` (and remove a file that is all sent)."""
         unsent = self.unsent()
-        if not unsent:
-            return
-        path.write_text(json.dumps(unsent, indent=2))
-        raise TrackingError(
-            f"the MLflow store {tracking_uri} stopped answering during the run: {len(unsent)} sets of metric "
-            f"values were not stored; they are in {path} (training itself finished)"
-        )
+        if self.path is not None:
+            if unsent:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(json.dumps(unsent, indent=2))
+            else:
+                self.path.unlink(missing_ok=True)
+        return unsent
+
+    def give_up(self, tracking_uri: str) -> None:
+        """Raise if some values never reached the store, after writing them to `path`."""
+        unsent = self.keep()
+        if unsent:
+            raise TrackingError(
+                f"the MLflow store {tracking_uri} stopped answering during the run: {len(unsent)} sets of metric "
+                f"values were not stored; they are in {self.path} (training itself finished; trainer.resume=true "
+                "sends them)")
 
 
 def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> None:
@@ -223,9 +240,13 @@ def log_report(history: dict[str, list[float]], labels: np.ndarray, predictions:
     """Learning curves and the test confusion matrix as PNGs, per-class test accuracy as JSON."""
     from tfrexp import reports
 
+    import matplotlib.pyplot as plt
+
     confusion = reports.confusion_matrix(labels, predictions, len(class_names))
-    mlflow.log_figure(reports.learning_curves_figure(history), "learning_curves.png")
-    mlflow.log_figure(reports.confusion_figure(confusion, class_names), "confusion_matrix.png")
+    for figure, name in ((reports.learning_curves_figure(history), "learning_curves.png"),
+                         (reports.confusion_figure(confusion, class_names), "confusion_matrix.png")):
+        mlflow.log_figure(figure, name)
+        plt.close(figure)  # pyplot keeps every figure until closed: a long sweep in one process would grow
     mlflow.log_dict(reports.per_class_accuracy(confusion, class_names), "per_class_accuracy.json")
 
 

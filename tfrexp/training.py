@@ -55,9 +55,10 @@ def compile_model(model: keras.Model, trainer: TrainerConfig, plan: FitPlan, dev
     else:
         learning_rate = trainer.learning_rate
     if trainer.weight_decay > 0:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=trainer.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=trainer.weight_decay, beta_1=trainer.beta_1,
+                                           beta_2=trainer.beta_2)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=trainer.beta_1, beta_2=trainer.beta_2)
     if model.output_shape[-1] == 1:  # one logit: a binary (sigmoid) head
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # logit 0 = probability 0.5
@@ -105,8 +106,8 @@ def evaluate(model: keras.Model, test: tf.data.Dataset) -> dict[str, float]:
 def predict_classes(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, predicted classes) in one pass, so both come from the same batches in the same order."""
     labels, predictions = [], []
-    for images, batch_labels in dataset:
+    for images, batch_labels in dataset.as_numpy_iterator():  # NumPy: any Keras backend takes it
         logits = np.asarray(model.predict_on_batch(images))
         predictions.append((logits[:, 0] > 0).astype(np.int64) if logits.shape[-1] == 1 else logits.argmax(-1))
-        labels.append(batch_labels.numpy())
+        labels.append(batch_labels)
     return np.concatenate(labels), np.concatenate(predictions)

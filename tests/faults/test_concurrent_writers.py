@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from helpers import start_writer
 from tfrexp import config, job, sources
@@ -39,6 +38,23 @@ print("locked", flush=True)
 time.sleep(600)
 """
 
+TRY_LOCK = """
+import fcntl, sys
+handle = open(sys.argv[1], "a")
+try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("held", flush=True)
+else:
+    print("free", flush=True)
+"""
+
+
+def _probe(lock) -> str:
+    """Another process's non-blocking try at the lock: "held" while someone holds it."""
+    return subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
 
 def test_a_killed_lock_holder_blocks_no_one(tmp_path, data_dir):
     overrides = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={data_dir}",
@@ -47,15 +63,17 @@ def test_a_killed_lock_holder_blocks_no_one(tmp_path, data_dir):
     version, _ = version_fingerprint(sources.build(settings.dataset), settings.writer)
     root = settings.paths.records_dir / "mnist"
     root.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path(root, version))],
-                              stdout=subprocess.PIPE, text=True)
+    lock = lock_path(root, version)
+    assert _probe(lock) == "free"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     waiting = [start_writer(*overrides) for _ in range(2)]
     for process in waiting:
         assert process.stdout.readline().strip() == "started"
-    time.sleep(3)  # ample time to write 5,000 MNIST images, were the lock not held
-    assert [process.poll() for process in waiting] == [None, None], "the writers must wait for the lock"
+    assert _probe(lock) == "held"
+    # Whatever the writers have done by now, none can publish while the lock is held.
     assert not any(path for path in root.iterdir() if (path / "manifest.json").exists())
+    assert [process.poll() for process in waiting] == [None, None], "the writers wait for the lock"
     holder.kill()  # SIGKILL: the holder never unlocks; the kernel drops its lock
     holder.wait(timeout=30)
     assert _finish(waiting) == ["REUSED", "WROTE"]

@@ -20,17 +20,26 @@ def photos(tmp_path_factory):
     return make_catdog_folder(tmp_path_factory.mktemp("photos"), 150, seed=5, min_size=200, max_size=320).root
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_killed_writer_leaves_nothing_that_looks_finished(tmp_path, photos, workers):
+def _staging(root):
+    return list(root.glob(".tmp-*")) if root.exists() else []
+
+
+MOMENTS = {
+    "the staging folder was just made": lambda root: bool(_staging(root)),
+    "half the shards are written": lambda root: bool(_staging(root)) and len(list(_staging(root)[0].glob(
+        "*.tfrecord-*"))) >= 3,
+}
+
+
+@pytest.mark.parametrize(("workers", "moment"), [(1, "half the shards are written"), (2, "half the shards are written"),
+                                                 (2, "the staging folder was just made")])
+def test_a_killed_writer_leaves_nothing_that_looks_finished(tmp_path, photos, workers, moment):
     overrides = [f"paths.output_dir={tmp_path / 'outputs'}", "dataset=catdog", f"dataset.source.path={photos}",
                  "writer.shard_size_mb=0.3", f"writer.num_workers={workers}"]
     root = tmp_path / "outputs" / "records" / "catdog"
     writer = start_writer(*overrides)
 
-    def half_written():
-        staging = list(root.glob(".tmp-*")) if root.exists() else []
-        return bool(staging) and len(list(staging[0].glob("*.tfrecord-*"))) >= 3
-    wait_for(half_written, 120, "the writer to be half-way")
+    wait_for(lambda: MOMENTS[moment](root), 120, moment)
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait(timeout=30)
 

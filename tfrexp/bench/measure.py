@@ -48,7 +48,6 @@ class Bench:
     work_dir: Path
     repeats: int
     catdog_images: int
-    full: bool
 
     def overrides(self, *extra: str) -> list[str]:
         return [f"paths.output_dir={self.work_dir}", *extra]

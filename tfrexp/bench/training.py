@@ -27,20 +27,52 @@ def bench_training(bench: Bench) -> list[Row]:
     rows = [Row("training: default config, 1 epoch on a 6,000-image slice of MNIST", "examples/s",
                 metrics["examples_per_second"], target="input wait < 5%",
                 note=f"input wait {metrics['input_wait_share']:.1%} of the epoch; fit {result.fit_seconds:.1f} s")]
-    if bench.full:
-        rows.append(time_to_accuracy(bench, 0.99))
     return rows
 
 
-def time_to_accuracy(bench: Bench, target: float) -> Row:
-    """A whole run of the default config on full MNIST; its fit time and test accuracy."""
+RECIPES = {"default": [], "walkthrough (experiment=mnist_seed)": ["experiment=mnist_seed"]}
+SEEDS = (1, 2, 3, 4, 5)
+
+
+def bench_time_to_accuracy(bench: Bench) -> list[Row]:
+    """The real `tfrexp` command, 5 seeds of each recipe on full MNIST with the records already written: the
+    median fit and whole-run seconds, and the mean and lowest test accuracy."""
+    settings, source = bench.settings()
+    ensure_records(source, settings.writer, settings.paths.records_dir)  # both recipes read these records
+    results = {name: [_timed_run(bench, extra, f"tta-{index}-{seed}", seed) for seed in SEEDS]
+               for index, (name, extra) in enumerate(RECIPES.items())}
+    rows = []
+    for name, runs in results.items():
+        accuracies = [accuracy for accuracy, _, _ in runs]
+        rows.append(Row(f"time to accuracy: {name}, {len(runs)} seeds", "fit s (median)",
+                        statistics.median(fit for _, fit, _ in runs),
+                        target=">= 99.0% mean, >= 98.85% each, <= 20 s fit" if name == "default" else "",
+                        note=f"whole run {statistics.median(wall for _, _, wall in runs):.1f} s (median); test "
+                             f"accuracy mean {statistics.mean(accuracies):.2%}, min {min(accuracies):.2%}"))
+    default, walkthrough = rows
+    rows.append(Row("time to accuracy: walkthrough's fit time over the default's", "x",
+                    walkthrough.ours / default.ours))
+    return rows
+
+
+def _timed_run(bench: Bench, extra: list[str], run_name: str, seed: int) -> tuple[float, float, float]:
+    """(test accuracy, fit seconds, whole-run seconds) of one `tfrexp` process."""
     started = time.perf_counter()
-    result = api.run(bench.overrides("trainer.verbose=0", "tracking.log_model=false", "tracking.experiment=bench"))
-    seconds = time.perf_counter() - started
-    accuracy = result.test_metrics["test_accuracy"]
-    reached = "reached" if accuracy >= target else "NOT reached"
-    return Row(f"training: default config to {target:.0%} test accuracy (whole run)", "s", seconds,
-               note=f"test accuracy {accuracy:.4f}, {reached}; fit {result.fit_seconds:.0f} s")
+    subprocess.run([sys.executable, "-m", "tfrexp", *bench.overrides(*extra, f"trainer.seed={seed}",
+                    "trainer.verbose=0", "tracking.log_model=false", "tracking.experiment=bench-time-to-accuracy",
+                    f"tracking.run_name={run_name}")], check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    metrics = _latest_run(bench, "bench-time-to-accuracy", run_name).data.metrics
+    return metrics["test_accuracy"], metrics["fit_seconds"], wall
+
+
+def _latest_run(bench: Bench, experiment: str, run_name: str | None = None):
+    client = MlflowClient(f"sqlite:///{bench.work_dir}/mlflow.db")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    name_filter = f"attributes.run_name = '{run_name}'" if run_name else ""
+    [latest] = client.search_runs([experiment_id], filter_string=name_filter,
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+    return latest
 
 
 def bench_startup(bench: Bench) -> list[Row]:
@@ -62,7 +94,4 @@ def _launch_to_first_step(bench: Bench) -> float:
     subprocess.run([sys.executable, "-m", "tfrexp", *bench.overrides("dataset.max_examples_per_split=500",
                     "trainer.epochs=1", "trainer.verbose=0", "tracking.log_model=false",
                     f"tracking.experiment={experiment}")], check=True, capture_output=True, text=True)
-    client = MlflowClient(f"sqlite:///{bench.work_dir}/mlflow.db")
-    [latest] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-    return latest.data.metrics["startup_seconds"]
+    return _latest_run(bench, experiment).data.metrics["startup_seconds"]

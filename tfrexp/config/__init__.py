@@ -2,6 +2,7 @@
 
 from tfrexp.config.loading import CONF_DIR, register_schemas, to_settings, typed
 from tfrexp.config.schema import (
+    Backend,
     Cache,
     Compression,
     Config,
@@ -19,7 +20,7 @@ from tfrexp.config.schema import (
 )
 
 __all__ = [
-    "CONF_DIR", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse", "PathsConfig", "PipelineConfig",
+    "CONF_DIR", "Backend", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse", "PathsConfig", "PipelineConfig",
     "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
     "to_settings", "typed",
 ]

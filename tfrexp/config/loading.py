@@ -36,6 +36,10 @@ def register_schemas() -> None:
     warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
     if not OmegaConf.has_resolver("subdir"):
         OmegaConf.register_new_resolver("subdir", _subdir)
+    if not OmegaConf.has_resolver("optuna_direction"):
+        # `${optuna_direction:${trainer.objective_direction}}`: Optuna's words for max and min
+        OmegaConf.register_new_resolver("optuna_direction", lambda direction: {"max": "maximize",
+                                                                               "min": "minimize"}[direction])
 
 
 def to_settings(cfg: DictConfig) -> Config:

@@ -45,6 +45,11 @@ class ImageEncoding(str, enum.Enum):
     jpeg = "jpeg"  # lossy (writer.jpeg_quality), smallest
 
 
+class Backend(str, enum.Enum):
+    tensorflow = "tensorflow"
+    jax = "jax"  # Keras 3 on JAX (pip install 'tfrexp[jax]'); tf.data still reads the records
+
+
 class Repeat(str, enum.Enum):
     infinite = "infinite"  # repeat forever; fit gets steps_per_epoch from the manifest's counts
     per_epoch = "per_epoch"  # a finite dataset that fit iterates once per epoch
@@ -110,7 +115,7 @@ class WriterConfig:
 class PipelineConfig:
     """The `autotune` pipeline: what the benchmark found fastest among correct settings."""
 
-    batch_size: int = 128
+    batch_size: int = 256
     parallelism: Any = "autotune"  # "autotune" or a fixed number of parallel calls
     shuffle_buffer: int = 10_000  # examples; 0 disables shuffling
     cache: Cache = Cache.auto
@@ -128,11 +133,15 @@ class PipelineConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 2
-    learning_rate: float = 3e-3  # peak rate of the schedule
+    # The defaults reach 99% MNIST test accuracy in one epoch of the default model: a one-cycle-like schedule
+    # (linear warm-up to a high peak, cosine decay to 0) with Adam's faster-forgetting betas.
+    epochs: int = 1
+    learning_rate: float = 0.01  # peak rate of the schedule
     schedule: str = "cosine"  # cosine (linear warm-up, cosine decay to 0) | constant
-    warmup_fraction: float = 0.05  # share of all steps spent warming up (cosine only)
-    weight_decay: float = 0.0
+    warmup_fraction: float = 0.25  # share of all steps spent warming up (cosine only)
+    weight_decay: float = 0.0  # > 0: AdamW
+    beta_1: float = 0.7  # Adam's moment decay rates (Keras's defaults: 0.9, 0.999)
+    beta_2: float = 0.9
     seed: int = 42
     mixed_precision: Toggle = Toggle.auto  # auto: on for GPUs with tensor cores
     jit_compile: Toggle = Toggle.auto  # auto: Keras decides (XLA on GPU)
@@ -140,6 +149,8 @@ class TrainerConfig:
     objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
     objective_direction: str = "max"  # max | min: which end of the objective is best
     verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
+    backend: Backend = Backend.tensorflow  # the Keras backend; set before Keras is first imported
+    backend_logs: bool = False  # true: TensorFlow's C++ start-up lines (CUDA probing, oneDNN notices) are shown
     resume: bool = False  # continue the latest interrupted run of this same config, from its last epoch
 
     def __post_init__(self) -> None:
@@ -148,6 +159,8 @@ class TrainerConfig:
         require(self.schedule in {"cosine", "constant"}, "trainer.schedule", self.schedule, "must be cosine|constant")
         require(0 <= self.warmup_fraction < 1, "trainer.warmup_fraction", self.warmup_fraction, "must be in [0, 1)")
         require(self.weight_decay >= 0, "trainer.weight_decay", self.weight_decay, "must be >= 0")
+        require(0 <= self.beta_1 < 1, "trainer.beta_1", self.beta_1, "must be in [0, 1)")
+        require(0 <= self.beta_2 < 1, "trainer.beta_2", self.beta_2, "must be in [0, 1)")
         require(self.steps_per_execution > 0, "trainer.steps_per_execution", self.steps_per_execution,
                 "must be > 0")
         require(self.objective_direction in {"max", "min"}, "trainer.objective_direction",

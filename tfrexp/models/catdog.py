@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from tfrexp.errors import ConfigError
+
 
 def build_catdog_cnn(
     input_shape: list[int],
@@ -19,7 +21,7 @@ def build_catdog_cnn(
 
     Augmentation layers (flip, rotation, zoom) are active in training only."""
     if head not in {"softmax", "sigmoid"} or (head == "sigmoid" and num_classes != 2):
-        raise ValueError(f"model.head={head!r}: use 'softmax', or 'sigmoid' with exactly 2 classes")
+        raise ConfigError(f"model.head={head!r}: use 'softmax', or 'sigmoid' with exactly 2 classes")
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
     if augment:

@@ -1,15 +1,18 @@
-"""Small convolutional classifiers: blocks of 3x3 convolutions, each block ending in 2x2 max pooling."""
+"""Small convolutional classifiers: blocks of convolutions, each block ending in 2x2 max pooling."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
 
+from tfrexp.errors import ConfigError
+
 
 def build_cnn(
     input_shape: list[int],
     num_classes: int,
     filters: list[int] = (32, 64),
+    kernel_sizes: list[int] | None = None,
     convs_per_block: int = 2,
     dense_units: int = 128,
     dropout: float = 0.25,
@@ -17,18 +20,22 @@ def build_cnn(
     padding: str = "same",
     batch_norm_momentum: float = 0.9,
 ) -> keras.Model:
-    """With batch_norm=False, convs_per_block=1, dropout=0 and padding="valid" this is the classic
-    conv 32 - pool - conv 64 - pool - dense 128 net.
+    """Block i has `convs_per_block` convolutions of `filters[i]` channels and `kernel_sizes[i]` (3 when
+    null), then 2x2 max pooling. With batch_norm=False, convs_per_block=1, dropout=0 and padding="valid"
+    this is the classic conv 32 - pool - conv 64 - pool - dense 128 net.
 
     batch_norm_momentum is 0.9 rather than Keras's 0.99: at 0.99 the moving statistics that evaluation uses
     need several hundred steps to settle, and short runs then score chance on validation."""
+    sizes = list(kernel_sizes) if kernel_sizes is not None else [3] * len(filters)
+    if len(sizes) != len(filters):
+        raise ConfigError(f"model.kernel_sizes={sizes}: needs one size per block of model.filters={list(filters)}")
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
-    for block, width in enumerate(filters):
+    for block, (width, size) in enumerate(zip(filters, sizes)):
         for index in range(convs_per_block):
             name = f"block{block + 1}_conv{index + 1}"
             # Batch norm supplies the bias and is followed by the activation, hence use_bias/activation here.
-            x = layers.Conv2D(width, 3, padding=padding, use_bias=not batch_norm,
+            x = layers.Conv2D(width, size, padding=padding, use_bias=not batch_norm,
                               activation=None if batch_norm else "relu", name=name)(x)
             if batch_norm:
                 x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn")(x)

@@ -1,8 +1,8 @@
 """The one definition of how an image and its label are stored in a tf.train.Example (the write side;
 records/reader.py parses it back).
 
-Features: `image` (the pixels: raw uint8 row-major [height, width, channels], or a PNG or JPEG file),
-`shape` (int64 x3), `label` (int64).
+Features: `image` (the pixels: raw uint8 row-major [height, width, channels], or a PNG or JPEG file) and
+`label` (int64). The shape is the manifest's (`image_shape`), the same for every record of a version.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import tensorflow as tf
 
 from tfrexp.config.schema import ImageEncoding
 
-FORMAT_VERSION = 1  # bump when the bytes of a record change for the same input; it enters the fingerprint
+# Bump when the bytes of a record change for the same input; it enters the fingerprint.
+# 2: no `shape` feature (nothing read it; the manifest holds the shape).
+FORMAT_VERSION = 2
 
-IMAGE, SHAPE, LABEL = "image", "shape", "label"
+IMAGE, LABEL = "image", "label"
 
 
 def describe(image_shape: list[int], encoding: ImageEncoding) -> dict:
@@ -22,7 +24,6 @@ def describe(image_shape: list[int], encoding: ImageEncoding) -> dict:
         "format_version": FORMAT_VERSION,
         "features": {
             IMAGE: {"type": "bytes", "encoding": encoding.value, "dtype": "uint8", "layout": "HWC"},
-            SHAPE: {"type": "int64", "length": 3},
             LABEL: {"type": "int64", "length": 1},
         },
         "image_shape": list(image_shape),
@@ -30,17 +31,15 @@ def describe(image_shape: list[int], encoding: ImageEncoding) -> dict:
 
 
 class ExampleEncoder:
-    """Serializes (encoded image, label) pairs of one shape; reuses one Example message, since building a
-    new one per record costs more than serializing it."""
+    """Serializes (encoded image, label) pairs; reuses one Example message, since building a new one per
+    record costs more than serializing it."""
 
-    def __init__(self, image_shape: list[int]) -> None:
+    def __init__(self) -> None:
         self._example = tf.train.Example()
         feature = self._example.features.feature
         self._image = feature[IMAGE].bytes_list.value
-        self._shape = feature[SHAPE].int64_list.value
         self._label = feature[LABEL].int64_list.value
         self._image.append(b"")
-        self._shape.extend(image_shape)
         self._label.append(0)
 
     def encode(self, image: bytes, label: int) -> bytes:

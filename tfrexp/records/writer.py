@@ -53,16 +53,18 @@ def ensure_records(source: ExampleSource, writer: WriterConfig, records_dir: Pat
     version, identity = version_fingerprint(source, writer)
     root = Path(records_dir) / source.name
     final = root / version
-    if not writer.force and (final / MANIFEST_NAME).is_file():
+    manifest = None if writer.force else _finished_version(final)
+    if manifest is not None:
         log.info("reusing records %s", final)
-        return RecordSet(final, read_manifest(final), reused=True)
+        return RecordSet(final, manifest, reused=True)
 
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(lock_path(root, version)):
         # Another process may have published this version while we waited for the lock.
-        if not writer.force and (final / MANIFEST_NAME).is_file():
+        manifest = None if writer.force else _finished_version(final)
+        if manifest is not None:
             log.info("reusing records %s (written by another process)", final)
-            return RecordSet(final, read_manifest(final), reused=True)
+            return RecordSet(final, manifest, reused=True)
         _remove_leftovers(root, version)
         staging = root / f".tmp-{version}-{os.getpid()}"
         try:
@@ -78,6 +80,31 @@ def ensure_records(source: ExampleSource, writer: WriterConfig, records_dir: Pat
             shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote records %s", final)
     return RecordSet(final, manifest, reused=False)
+
+
+def _finished_version(directory: Path) -> Manifest | None:
+    """The manifest of the finished version in `directory`, every shard it lists there with its size; None
+    when there is no finished version. Without the lock a writer with writer.force=true may be swapping the
+    version at this moment: what vanished while we looked counts as not there, and the caller then waits
+    for the lock, behind which the new version is whole."""
+    if not (directory / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = read_manifest(directory)
+        for info in manifest.splits.values():
+            for shard in info.shards:
+                path = directory / shard.file
+                if not path.is_file():
+                    raise RecordsError(f"{path}: missing; the version is incomplete. Rebuild it with "
+                                       "writer.force=true")
+                if path.stat().st_size != shard.num_bytes:
+                    raise RecordsError(f"{path}: {path.stat().st_size} bytes, the manifest says {shard.num_bytes}. "
+                                       "Rebuild it with writer.force=true")
+    except RecordsError:
+        if not (directory / MANIFEST_NAME).is_file():
+            return None  # replaced while we looked
+        raise
+    return manifest
 
 
 def version_fingerprint(source: ExampleSource, writer: WriterConfig) -> tuple[str, dict]:
@@ -120,8 +147,9 @@ def _write_version(
     kept = sum(info.num_examples for info in written.values())
     if examples.files_found is not None:
         log.info("%s: kept %d, skipped %d%s", source.name, kept, len(skipped), _reasons(skipped))
-        if kept + len(skipped) != examples.files_found:  # a bug, never a user error
-            raise RuntimeError(f"{kept} kept + {len(skipped)} skipped != {examples.files_found} files found")
+        if kept + len(skipped) != examples.files_found:
+            raise RuntimeError(f"{kept} kept + {len(skipped)} skipped != {examples.files_found} files found: a bug "
+                               "in tfrexp's accounting, please report it")
     manifest = Manifest(
         dataset=source.name,
         fingerprint=version,
@@ -144,7 +172,7 @@ def write_split(
     directory: Path, name: str, image_shape: list[int], split: str, items: SplitExamples, writer: WriterConfig
 ) -> tuple[SplitInfo, list[Skipped]]:
     """Shard i takes the items [i*n/k, (i+1)*n/k) of the stream; skipped items leave no record."""
-    encoder = ExampleEncoder(list(image_shape))
+    encoder = ExampleEncoder()
     stream = iter(items.stream)
     first = next(stream, None)
     if first is None:

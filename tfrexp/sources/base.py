@@ -19,6 +19,8 @@ Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images [N, 
 class DatasetSource:
     """A source kind's common part; subclasses add `content_identity` and `examples`."""
 
+    uses_split_seed = True  # False: dataset.split_seed changes nothing, so it is no part of the identity
+
     def __init__(self, dataset: DatasetConfig, settings: Any) -> None:
         self.dataset = dataset
         self.settings = settings
@@ -27,17 +29,16 @@ class DatasetSource:
 
     def identity(self) -> dict:
         dataset = self.dataset
-        return {
-            "dataset": {
-                "name": dataset.name,
-                "image_shape": list(dataset.image_shape),
-                "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
-                "validation_fraction": dataset.validation_fraction,
-                "split_seed": dataset.split_seed,
-                "max_examples_per_split": dataset.max_examples_per_split,
-            },
-            "source": self.content_identity(),
+        settings = {
+            "name": dataset.name,
+            "image_shape": list(dataset.image_shape),
+            "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
+            "validation_fraction": dataset.validation_fraction,
+            "max_examples_per_split": dataset.max_examples_per_split,
         }
+        if self.uses_split_seed:
+            settings["split_seed"] = dataset.split_seed
+        return {"dataset": settings, "source": self.content_identity()}
 
     def content_identity(self) -> dict:
         """What names the source's content and settings, from metadata only (no data is read)."""

@@ -35,6 +35,9 @@ class Settings:
     files: Dict[str, Dict[str, str]] = MISSING
     # file name -> sha256 of the decompressed content; files not listed are checked for structure only
     sha256: Dict[str, str] = field(default_factory=dict)
+    # file name -> sha256 of the published <name>.gz (TensorFlow Datasets lists them in its url_checksums),
+    # checked on every download; a local copy may be compressed anew, so `sha256` is what checks those
+    archive_sha256: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split, pair in self.files.items():
@@ -52,7 +55,8 @@ class Source(ArraySource):
             path = locate(self.settings, name)
             stat = path.stat()
             files.append({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                          "sha256": self.settings.sha256.get(name)})
+                          "sha256": self.settings.sha256.get(name),
+                          "archive_sha256": self.settings.archive_sha256.get(name)})
         return {"kind": "idx", "files": files}
 
     def load_arrays(self) -> Splits:
@@ -92,7 +96,8 @@ def locate(source: Settings, name: str) -> Path:
         raise DataError(f"{name} not found in {where}, and no mirror is configured. {hint}")
     url = source.mirror.rstrip("/") + f"/{name}.gz"
     try:
-        return _download(url, Path(source.download_dir) / f"{name}.gz", source.sha256.get(name))
+        return _download(url, Path(source.download_dir) / f"{name}.gz", source.sha256.get(name),
+                         source.archive_sha256.get(name))
     except OSError as error:
         raise DataError(f"{name} not found in {where}, and downloading {url} failed ({error}). {hint}") from None
 
@@ -124,7 +129,7 @@ def _file_names(source: Settings) -> list[str]:
     return [pair[kind] for pair in source.files.values() for kind in ("images", "labels")]
 
 
-def _download(url: str, target: Path, expected_sha256: str | None) -> Path:
+def _download(url: str, target: Path, expected_sha256: str | None, archive_sha256: str | None) -> Path:
     """Fetch url with Keras's downloader (progress bar, partial file removed on failure) into a hidden
     staging folder, check it, then move it into place: a failed download leaves nothing behind."""
     import keras  # heavy: only when a file must be downloaded
@@ -135,7 +140,11 @@ def _download(url: str, target: Path, expected_sha256: str | None) -> Path:
     try:
         try:
             fetched = keras.utils.get_file(fname=target.name, origin=url, cache_dir=str(target.parent),
-                                           cache_subdir=staging.name, force_download=True)
+                                           cache_subdir=staging.name, force_download=True, file_hash=archive_sha256,
+                                           hash_algorithm="sha256")
+        except ValueError as error:  # Keras's word for a file whose digest is not the pinned one
+            raise DataError(f"{url}: the download does not match its pinned sha256 {archive_sha256} ({error})") \
+                from None
         except Exception as error:  # Keras raises a bare Exception naming the URL and the reason
             raise OSError(str(error).split(" -- ")[-1]) from None
         _check_downloaded(Path(fetched), expected_sha256, url)

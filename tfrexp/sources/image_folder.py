@@ -68,6 +68,7 @@ class Settings:
 
 class Source(DatasetSource):
     settings: Settings
+    uses_split_seed = False  # splits come from a hash of each file's path, not from a seeded draw
 
     def content_identity(self) -> dict:
         return identity(self.settings)
@@ -80,8 +81,14 @@ class Source(DatasetSource):
         by_split: dict[str, list[Candidate]] = {}
         for candidate in listing.candidates:
             by_split.setdefault(candidate.split, []).append(candidate)
-        if dataset.max_examples_per_split is not None:
-            by_split = {name: items[: dataset.max_examples_per_split] for name, items in by_split.items()}
+        skipped = list(listing.skipped)
+        limit = dataset.max_examples_per_split
+        if limit is not None:
+            for name, items in by_split.items():
+                by_split[name] = stratified_slice(items, limit)
+                chosen = {item.relative for item in by_split[name]}
+                skipped += [Skipped(item.relative, f"left out by dataset.max_examples_per_split={limit}")
+                            for item in items if item.relative not in chosen]
         task = functools.partial(prepare_file, self.settings.path, image_shape=tuple(dataset.image_shape),
                                  resize=self.settings.resize, encoder=encoder)
         # spawn, not fork: the parent has TensorFlow's threads running, which a forked child must not inherit.
@@ -93,7 +100,7 @@ class Source(DatasetSource):
             yield Examples(
                 splits={name: SplitExamples(len(items), stream(items)) for name, items in sorted(by_split.items())},
                 class_names=listing.class_names,
-                skipped=listing.skipped,
+                skipped=skipped,
                 files_found=listing.files_found,
             )
         finally:
@@ -250,9 +257,31 @@ def _detect_layout(folder: Path) -> Layout:
     return Layout.class_folders if any(entry.is_dir() for entry in folder.iterdir()) else Layout.filename_label
 
 
+def stratified_slice(items: list[Candidate], limit: int) -> list[Candidate]:
+    """At most `limit` items with each class in its share (largest remainders get the odd ones), each class's
+    chosen by the hash of their paths: the same on every run and machine. Returned in path order."""
+    if len(items) <= limit:
+        return items
+    by_class: dict[int, list[Candidate]] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    shares = {label: limit * len(members) / len(items) for label, members in by_class.items()}
+    quota = {label: int(share) for label, share in shares.items()}
+    for label in sorted(shares, key=lambda label: (quota[label] - shares[label], label))[: limit - sum(quota.values())]:
+        quota[label] += 1
+    chosen = [item for label, members in by_class.items()
+              for item in sorted(members, key=lambda item: _path_position(item.relative))[: quota[label]]]
+    return sorted(chosen, key=lambda item: item.relative)
+
+
+def _path_position(relative: str) -> float:
+    """A number in [0, 1) from the path alone."""
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") / 2**64
+
+
 def _hash_split(relative: str, test_fraction: float, validation_fraction: float, existing: set[str]) -> str:
     """A split from the path alone: stable across runs and machines, and new files move no old ones."""
-    position = int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") / 2**64
+    position = _path_position(relative)
     if "test" not in existing and position < test_fraction:
         return "test"
     if "validation" not in existing and position < test_fraction + validation_fraction:

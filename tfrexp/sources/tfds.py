@@ -50,6 +50,8 @@ class Source(ArraySource):
             "version": str(builder.version),
             "data_dir": str(builder.data_dir_root),
             "splits": dict(self.settings.splits),
+            "image_key": self.settings.image_key,
+            "label_key": self.settings.label_key,
         }
 
     def load_arrays(self) -> Splits:
