@@ -105,10 +105,12 @@ def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
     with tracking.start_run(experiment_id, "d", {}) as run:
-        tracking.log_dataset(tmp_path, "mnist", "0123456789abcdef", "train")
-    [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
-    assert dataset_input.dataset.name == "mnist-train" and dataset_input.dataset.digest == "0123456789abcdef"
-    assert dataset_input.tags[0].value == "training" and dataset_input.dataset.source_type == "local"
+        tracking.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train", "test"])
+    inputs = {item.dataset.name: item for item in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert sorted(inputs) == ["mnist-test", "mnist-train"]
+    assert inputs["mnist-train"].dataset.digest == "0123456789abcdef"
+    assert inputs["mnist-train"].tags[0].value == "training" and inputs["mnist-test"].tags[0].value == "test"
+    assert inputs["mnist-train"].dataset.source_type == "local"
 
 
 def test_where_to_look_names_the_ui_command():

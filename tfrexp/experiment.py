@@ -80,8 +80,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         manifest = records.manifest
         tracking.log_records(records.directory, manifest, records.reused)
         if resume_id is None:
-            for split in manifest.splits:
-                tracking.log_dataset(records.directory, manifest.dataset, manifest.fingerprint, split)
+            tracking.log_datasets(records.directory, manifest.dataset, manifest.fingerprint, list(manifest.splits))
 
         if "train" not in manifest.splits:
             raise DataError(f"dataset {manifest.dataset}: no 'train' split to train on (it has "

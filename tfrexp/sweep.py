@@ -2,7 +2,8 @@
 
 `SweepCallback` (a Hydra callback, see conf/config.yaml) opens the parent run before the first job and
 writes its id into the sweep folder, where every job, in this process or in a joblib worker, finds it.
-When the sweep ends, the parent gets the best child's objective and run id.
+When the sweep ends, the parent gets the best child's objective and run id. MLflow is imported only
+when a sweep starts: Hydra makes this callback for every run, also one whose config is then refused.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from tfrexp import tracking
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.run_identity import SWEEP_FILE, git_state, read_sweep_file
 
@@ -42,6 +41,10 @@ class SweepCallback(Callback):
             sys.exit(2)
 
     def _open_parent(self, config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from tfrexp import tracking
+
         settings = _tracking_settings(config)
         experiment_id = tracking.connect(settings)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -70,6 +73,8 @@ class SweepCallback(Callback):
         sweep = read_sweep_file(Path(config.hydra.sweep.dir))
         if sweep is None:
             return
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(_tracking_settings(config).uri)
         try:
             scored = self._sum_up(config, sweep, client)
@@ -84,7 +89,7 @@ class SweepCallback(Callback):
         client.set_terminated(sweep["parent_run_id"], "FINISHED" if scored else "FAILED")
 
     @staticmethod
-    def _sum_up(config: DictConfig, sweep: dict, client: MlflowClient) -> list:
+    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> list:
         """The parent's summary metrics and best child; returns the scored children."""
         objective, direction = config.trainer.objective, config.trainer.objective_direction
         children = client.search_runs(

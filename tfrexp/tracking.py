@@ -216,20 +216,21 @@ class MetricBuffer:
                 "sends them)")
 
 
-def log_dataset(directory: Path, name: str, fingerprint: str, split: str) -> None:
-    """Record what the run trained on (the UI's dataset column); the digest is the manifest's fingerprint,
-    so nothing iterates the data to compute one."""
+def log_datasets(directory: Path, name: str, fingerprint: str, splits: list[str]) -> None:
+    """Record what the run trained on (the UI's dataset column), every split in one call; the digest is the
+    manifest's fingerprint, so nothing iterates the data to compute one."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    dataset = MetaDataset(LocalArtifactDatasetSource(str(directory)), name=f"{name}-{split}", digest=fingerprint)
-    context = "training" if split == "train" else split
+    source = LocalArtifactDatasetSource(str(directory))
+    datasets = [MetaDataset(source, name=f"{name}-{split}", digest=fingerprint) for split in splits]
+    contexts = ["training" if split == "train" else split for split in splits]
     for attempt in range(3):
         try:
-            mlflow.log_input(dataset, context=context)
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
             return
         except MlflowException as error:
-            # The SQL store looks the dataset up, then inserts it: runs in parallel that log the same
+            # The SQL store looks a dataset up, then inserts it: runs in parallel that log the same
             # dataset race on its unique key. The loser's retry finds the row and links to it.
             if "UNIQUE constraint failed" not in str(error) or attempt == 2:
                 raise

@@ -58,12 +58,19 @@ def bench_time_to_accuracy(bench: Bench) -> list[Row]:
 def _timed_run(bench: Bench, extra: list[str], run_name: str, seed: int) -> tuple[float, float, float]:
     """(test accuracy, fit seconds, whole-run seconds) of one `tfrexp` process."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tfrexp", *bench.overrides(*extra, f"trainer.seed={seed}",
-                    "trainer.verbose=0", "tracking.log_model=false", "tracking.experiment=bench-time-to-accuracy",
-                    f"tracking.run_name={run_name}")], check=True, capture_output=True, text=True)
+    _tfrexp(bench, *extra, f"trainer.seed={seed}", "trainer.verbose=0", "tracking.log_model=false",
+            "tracking.experiment=bench-time-to-accuracy", f"tracking.run_name={run_name}")
     wall = time.perf_counter() - started
     metrics = _latest_run(bench, "bench-time-to-accuracy", run_name).data.metrics
     return metrics["test_accuracy"], metrics["fit_seconds"], wall
+
+
+def _tfrexp(bench: Bench, *overrides: str) -> None:
+    """The `tfrexp` command in a child process; its own error if it fails."""
+    result = subprocess.run([sys.executable, "-m", "tfrexp", *bench.overrides(*overrides)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"tfrexp {' '.join(overrides)} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
 
 
 def _latest_run(bench: Bench, experiment: str, run_name: str | None = None):
@@ -91,7 +98,6 @@ def bench_startup(bench: Bench) -> list[Row]:
 def _launch_to_first_step(bench: Bench) -> float:
     """A whole `tfrexp` process on a small slice; the run logs when its first step ended (startup_seconds)."""
     experiment = "bench-startup"
-    subprocess.run([sys.executable, "-m", "tfrexp", *bench.overrides("dataset.max_examples_per_split=500",
-                    "trainer.epochs=1", "trainer.verbose=0", "tracking.log_model=false",
-                    f"tracking.experiment={experiment}")], check=True, capture_output=True, text=True)
+    _tfrexp(bench, "dataset.max_examples_per_split=500", "trainer.epochs=1", "trainer.verbose=0",
+            "tracking.log_model=false", f"tracking.experiment={experiment}")
     return _latest_run(bench, experiment).data.metrics["startup_seconds"]
