@@ -54,3 +54,46 @@ def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):
     identity = job_identity(cfg.hydra, "mnist", "cnn", cfg.tracking.run_name)
     assert (identity.run_name, identity.parent_run_id) == ("mine", None)
     assert {"git.commit", "git.dirty", "hydra.overrides", "model"} <= set(identity.tags)
+
+
+def test_the_parent_holds_a_summary_of_every_child_and_a_plot_of_the_objective(tmp_path):
+    import csv
+    import io
+
+    import pytest
+
+    cfg = _sweep_config(tmp_path)
+    SweepCallback().on_multirun_start(cfg)
+    sweep = read_sweep_file(tmp_path / "sweep")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = tracking.connect(TrackingConfig(uri=uri))
+    for number, (rate, accuracy) in enumerate([("0.001", 0.91), ("0.003", 0.95), ("0.03", None)]):
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = ["model=cnn_small", f"trainer.learning_rate={rate}"]
+            cfg.hydra.job.num = number
+        identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
+        with pytest.raises(RuntimeError) if accuracy is None else _nothing():
+            with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+                mlflow.log_param("trainer.learning_rate", rate)
+                if accuracy is None:
+                    raise RuntimeError("diverged")
+                mlflow.log_metrics({"val_accuracy": accuracy, "test_accuracy": accuracy - 0.01})
+    SweepCallback().on_multirun_end(cfg)
+    client = MlflowClient(uri)
+    parent_id = sweep["parent_run_id"]
+    assert {item.path for item in client.list_artifacts(parent_id)} >= {"sweep_summary.csv", "sweep_objective.png"}
+    with open(client.download_artifacts(parent_id, "sweep_summary.csv", str(tmp_path)), newline="") as handle:
+        rows = list(csv.DictReader(io.StringIO(handle.read())))
+    assert [(row["trainer.learning_rate"], row["status"], row["val_accuracy"]) for row in rows] == [
+        ("0.001", "FINISHED", "0.91"), ("0.003", "FINISHED", "0.95"), ("0.03", "FAILED", "")]
+    assert rows[1]["test_accuracy"] == "0.94" and all(row["run_id"] and row["duration_s"] for row in rows)
+    with open(client.download_artifacts(parent_id, "sweep_objective.png", str(tmp_path)), "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -71,8 +71,26 @@ def test_resume_finds_the_newest_interrupted_run_of_the_same_config(store):
     assert client.get_run(killed.info.run_id).data.tags["resumed"] == "true"
 
 
-def test_params_are_flattened_dotted_keys():
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": [1, 2]}
+def test_params_are_flattened_dotted_keys_with_lists_in_one_line():
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": "1, 2"}
+
+
+def test_our_experiments_are_marked_as_model_training(store):
+    settings, experiment_id, client = store
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    other = client.create_experiment("made-elsewhere")
+    tracking.connect(TrackingConfig(uri=settings.uri, experiment="made-elsewhere"))
+    assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_system_metrics_are_sampled_every_second(store):
+    import time
+
+    _, experiment_id, client = store
+    with tracking.start_run(experiment_id, "s", {}, system_metrics=True) as run:
+        time.sleep(3.5)
+    points = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert len(points) >= 2 and all(0 <= point.value <= 100 * 64 for point in points)
 
 
 def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp_path, monkeypatch):

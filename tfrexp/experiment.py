@@ -71,7 +71,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
     interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
     tags = {**identity.tags, "config.digest": digest}
     with interrupts.installed(), tracking.start_run(
-        experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id
+        experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id, settings.tracking.system_metrics
     ) as active_run:
         run_id = active_run.info.run_id
         if resume_id is None:  # a resumed run logged its config and inputs the first time

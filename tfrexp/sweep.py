@@ -103,6 +103,7 @@ class SweepCallback(Callback):
         parent_id = sweep["parent_run_id"]
         client.log_metric(parent_id, "sweep.children", len(children))
         client.log_metric(parent_id, "sweep.finished", len(scored))
+        _log_summary(client, parent_id, children, list(sweep["swept_keys"]), objective)
         if scored:
             value, best_run_id = (max if direction == "max" else min)(scored)
             client.log_metric(parent_id, f"best_{objective}", value)
@@ -110,6 +111,19 @@ class SweepCallback(Callback):
             client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
             log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
         return scored
+
+
+def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[str], objective: str) -> None:
+    """`sweep_summary.csv` (one row per child, failed ones included) and `sweep_objective.png` on the parent."""
+    import matplotlib.pyplot as plt
+
+    from tfrexp import sweep_summary
+
+    rows = sweep_summary.summary_rows(children, swept_keys, objective)
+    client.log_text(parent_id, sweep_summary.to_csv(rows), "sweep_summary.csv")
+    figure = sweep_summary.objective_figure(rows, swept_keys, objective)
+    client.log_figure(parent_id, figure, "sweep_objective.png")
+    plt.close(figure)
 
 
 def _tracking_settings(config: DictConfig) -> TrackingConfig:

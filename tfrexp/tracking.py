@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# MLflow 3 keeps an experiment's kind in this tag; ours are model training, not GenAI tracing.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 class TrackingError(TfrexpError):
     """The tracking store cannot be reached or used."""
 
@@ -54,13 +58,16 @@ def connect(tracking: TrackingConfig) -> str:
     try:
         experiment = mlflow.get_experiment_by_name(tracking.experiment)
         if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return experiment.experiment_id
         location = tracking.artifact_location
         if server:
             location = None  # a server stores artifacts where it was told to (its artifact proxy)
         elif location and "://" not in location:
             location = Path(location).resolve().as_uri()
-        return mlflow.create_experiment(tracking.experiment, artifact_location=location)
+        return mlflow.create_experiment(tracking.experiment, artifact_location=location,
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except (MlflowException, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line})") from None
@@ -79,18 +86,23 @@ def _probe_server(uri: str, timeout_s: float = 5.0) -> None:
 @contextmanager
 def start_run(
     experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
-    resume_run_id: str | None = None,
+    resume_run_id: str | None = None, system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (with the error as a tag and a text artifact) or KILLED.
 
     With resume_run_id, that earlier run is reopened and continued instead."""
     if parent_run_id:
         tags = {**tags, "mlflow.parentRunId": parent_run_id}
+    if system_metrics:
+        # A sample every second, logged as taken: a 20 s run gets ~20 points of CPU, memory (and GPU) use.
+        mlflow.set_system_metrics_sampling_interval(1)
+        mlflow.set_system_metrics_samples_before_logging(1)
     if resume_run_id:
-        run = mlflow.start_run(run_id=resume_run_id)
+        run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
         mlflow.set_tags({**tags, "resumed": "true", "error": ""})
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                               log_system_metrics=system_metrics)
     try:
         yield run
     except KeyboardInterrupt:
@@ -133,12 +145,15 @@ def find_interrupted_run(experiment_id: str, digest: str) -> str | None:
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": [1, 2]}: every leaf under its dotted key."""
+    """{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": "1, 2"}: every leaf under its dotted key, a list as
+    one readable line (the UI's compare page then shows one row for it)."""
     if isinstance(tree, dict):
         flat = {}
         for key, value in tree.items():
             flat.update(flatten(value, f"{prefix}{key}."))
         return flat
+    if isinstance(tree, (list, tuple)):
+        return {prefix.rstrip("."): ", ".join(str(item) for item in tree)}
     return {prefix.rstrip("."): tree}
 
 

@@ -33,6 +33,7 @@ from tfrexp.records.examples import ExampleSource, Skipped, SplitExamples
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
 from tfrexp.records.reader import compression_type
 from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
+from tfrexp.records.tfds_metadata import write_tfds_metadata
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def _write_version(
         skipped=skipped,
         files_found=examples.files_found,
     )
+    write_tfds_metadata(directory, manifest)  # so that TensorFlow Datasets reads the version as it is
     # Written last: its presence marks a finished version.
     (directory / MANIFEST_NAME).write_text(manifest.to_json())
     return manifest
