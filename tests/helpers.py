@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tfrexp import config, job, sources
+from tfrexp import job, sources
 from tfrexp.config.schema import Config
 from tfrexp.records.writer import RecordSet, ensure_records
 

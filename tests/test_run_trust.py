@@ -5,8 +5,6 @@ direction, and pinned downloads."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -19,7 +17,7 @@ import tfrexp
 from tfrexp import callbacks as callbacks_module
 from tfrexp import job, tracking
 from tfrexp.callbacks import EpochMetricsLogger, StopOnDivergence
-from tfrexp.errors import ConfigError, DataError, TrainingDiverged
+from tfrexp.errors import ConfigError, TrainingDiverged
 from tfrexp.pipeline import ReadyTimes
 from tfrexp.sweep import SweepCallback
 

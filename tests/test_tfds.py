@@ -20,7 +20,8 @@ def test_mnist_tfds_writes_records_from_the_tfds_builder(make_settings):
     assert images.shape == (40, 28, 28, 1) and images.dtype == np.uint8 and labels.dtype == np.int64
     counts = {split: info.num_examples for split, info in record_set.manifest.splits.items()}
     assert counts == {"train": 30, "validation": 10, "test": 40}
-    assert record_set.manifest.source["source"]["kind"] == "tfds" and record_set.manifest.source["source"]["name"] == "mnist"
+    identity = record_set.manifest.source["source"]
+    assert identity["kind"] == "tfds" and identity["name"] == "mnist"
     assert record_set.directory.parent.name == "mnist_tfds"
 
 

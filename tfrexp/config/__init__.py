@@ -20,7 +20,7 @@ from tfrexp.config.schema import (
 )
 
 __all__ = [
-    "CONF_DIR", "Backend", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse", "PathsConfig", "PipelineConfig",
-    "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
+    "CONF_DIR", "Backend", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse",
+    "PathsConfig", "PipelineConfig", "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
     "to_settings", "typed",
 ]
