@@ -27,12 +27,18 @@ def write_records(settings: Config) -> RecordSet:
     return ensure_records(sources.build(settings.dataset), settings.writer, settings.paths.records_dir)
 
 
+def user_environment() -> dict:
+    """This process's environment as a user's shell has it: JAX, imported here through TensorFlow, sets
+    TF_CPP_MIN_LOG_LEVEL for the whole process, which a child would take for the user's own setting."""
+    return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 def run_tfrexp(*arguments: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 600):
     """The installed entrypoint in a child process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "tfrexp", *arguments],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**user_environment(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -35,7 +35,7 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     assert run.info.status == "FINISHED" and run.info.run_name == "mnist-cnn_small"
 
     params = run.data.params
-    assert params["dataset.name"] == "mnist" and params["pipeline.batch_size"] == "128"
+    assert params["dataset.name"] == "mnist" and params["pipeline.batch_size"] == "256"
     assert params["trainer.epochs"] == "2" and params["model._target_"] == "tfrexp.models.convnets.build_cnn"
     assert params["records.num_examples.train"] == "900" and params["runtime.device"] == "CPU"
     assert run.data.tags["records.reused"] == "false" and len(run.data.tags["records.fingerprint"]) == 16

@@ -6,12 +6,14 @@ TensorFlow is imported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -65,9 +67,11 @@ def check(cfg: DictConfig) -> tuple[Config, ExampleSource]:
 
 
 def prepare_backend(trainer: TrainerConfig) -> None:
-    """Before TensorFlow and Keras are imported: the Keras backend, and TensorFlow's C++ start-up lines
-    (`cuInit ... UNKNOWN ERROR` on a machine without a GPU, oneDNN notices) kept out of the output unless
-    trainer.backend_logs is true (a TF_CPP_MIN_LOG_LEVEL of the user's own wins)."""
+    """Import TensorFlow and Keras with the configured Keras backend. TensorFlow's C++ start-up lines
+    (`cuInit ... UNKNOWN ERROR` on a machine without a GPU, oneDNN and CUDA-stub notices) are kept out of the
+    output unless trainer.backend_logs is true: TF_CPP_MIN_LOG_LEVEL=3 (a value of the user's own wins)
+    silences what TensorFlow logs once running, and what its libraries print while loading, which that
+    setting no longer reaches, is held back (and shown if the import fails)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if trainer.backend_logs else "3")
     loaded = sys.modules.get("keras")
     if loaded is not None:
@@ -76,9 +80,32 @@ def prepare_backend(trainer: TrainerConfig) -> None:
             raise ConfigError(f"trainer.backend={trainer.backend.value!r}: Keras is already loaded with the "
                               f"{current} backend in this process; start a new one")
         return
-    os.environ["KERAS_BACKEND"] = trainer.backend.value
     if trainer.backend is Backend.jax and importlib.util.find_spec("jax") is None:
         raise ConfigError("trainer.backend='jax': JAX is not installed (pip install 'tfrexp[jax]')")
+    os.environ["KERAS_BACKEND"] = trainer.backend.value
+    with contextlib.nullcontext() if trainer.backend_logs else _native_stderr_held():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """File descriptor 2 into a temporary file for the block (C++ libraries write there, not to sys.stderr);
+    what was written is shown after all if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def context(task_cfg: DictConfig, hydra_cfg: Any, settings: Config, run_dir: Path) -> RunContext:
