@@ -60,7 +60,8 @@ def test_shards_have_tfds_names_and_the_manifest_counts_what_is_on_disk(make_set
             assert sum(1 for _ in tf.data.TFRecordDataset(str(path))) == shard.num_examples
     on_disk = sorted(path.name for path in record_set.directory.iterdir())
     listed = sorted(shard.file for info in manifest.splits.values() for shard in info.shards)
-    assert on_disk == sorted([*listed, "manifest.json"])
+    tfds_metadata = ["dataset_info.json", "features.json", "label.labels.txt"]  # the label's class names
+    assert on_disk == sorted([*listed, "manifest.json", *tfds_metadata])
     raw = json.loads((record_set.directory / "manifest.json").read_text())
     assert raw["fingerprint"] == record_set.directory.name
     assert raw["schema"]["image_shape"] == [28, 28, 1] and raw["tool_version"] and raw["created_at"]
