@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import mlflow
@@ -34,7 +35,7 @@ def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_pat
                                                 (KeyboardInterrupt(), "KILLED")])
 def test_a_run_ends_finished_failed_or_killed(store, raised, status):
     _, experiment_id, client = store
-    with pytest.raises(type(raised)) if raised else _nothing():
+    with pytest.raises(type(raised)) if raised else contextlib.nullcontext():
         with tracking.start_run(experiment_id, "r", {"a": "1"}) as run:
             if raised:
                 raise raised
@@ -44,13 +45,6 @@ def test_a_run_ends_finished_failed_or_killed(store, raised, status):
         assert ended.data.tags["error"] == "ValueError: bad value"
         assert {item.path for item in client.list_artifacts(run.info.run_id)} == {"error.txt"}
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_resume_finds_the_newest_interrupted_run_of_the_same_config(store):

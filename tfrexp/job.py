@@ -96,16 +96,18 @@ def _native_stderr_held() -> Iterator[None]:
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
+        failed = False
         try:
             yield
         except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
+            failed = True
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def context(task_cfg: DictConfig, hydra_cfg: Any, settings: Config, run_dir: Path) -> RunContext:

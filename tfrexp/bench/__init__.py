@@ -4,5 +4,6 @@ the baselines, `cli` the command and its report."""
 
 import os
 
-# TensorFlow's C++ start-up lines (CUDA probing, oneDNN notices) stay out of the report, as in `tfrexp`.
+# What TensorFlow logs once running (CUDA probing) stays out of the report; the lines its libraries print
+# while loading still show here (TensorFlow 2.21 ignores this setting for those, tensorflow#100442).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

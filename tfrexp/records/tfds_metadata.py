@@ -18,9 +18,6 @@ from tfrexp.records.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-FILES = ("dataset_info.json", "features.json")
-
-
 def write_tfds_metadata(directory: Path, manifest: Manifest) -> bool:
     """Write the metadata; False (and nothing written) for compressed records, which TFDS does not read."""
     if manifest.compression is not Compression.none:
