@@ -38,7 +38,7 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
             cfg.hydra.overrides.task = ["model=cnn_small", f"trainer.learning_rate={rate}"]
             cfg.hydra.job.num = number
         identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
-        assert identity.run_name == f"mnist-cnn_small-learning_rate={rate}"
+        assert identity.run_name == f"mnist-cnn_small-lr={rate}"
         assert identity.parent_run_id == parent.info.run_id and identity.tags["sweep.job"] == str(number)
         with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
             mlflow.log_metric("val_accuracy", accuracy)
@@ -46,8 +46,24 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
     SweepCallback().on_multirun_end(cfg)
     ended = client.get_run(parent.info.run_id)
     assert ended.info.status == "FINISHED" and ended.data.metrics["best_val_accuracy"] == 0.95
-    assert ended.data.tags["best_run_name"] == "mnist-cnn_small-learning_rate=0.003"
+    assert ended.data.tags["best_run_name"] == "mnist-cnn_small-lr=0.003"
     assert ended.data.metrics["sweep.children"] == 2 and ended.data.metrics["sweep.finished"] == 2
+
+
+def test_a_child_is_named_by_what_differs_once(tmp_path):
+    """A sweep over models named the model twice (`mnist-cnn-model=cnn-learning_rate=0.003`)."""
+    cfg = job.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
+                      return_hydra_config=True)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mlflow_sweep.json").write_text(
+        '{"sweep_id": "s", "parent_run_id": "p", "swept_keys": '
+        '["model", "trainer.learning_rate", "pipeline.batch_size", "model.dropout", "trainer.dropout"]}')
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["model=cnn", "trainer.learning_rate=0.003", "pipeline.batch_size=64",
+                                    "+model.dropout=0.1", "trainer.dropout=0.2", "trainer.epochs=2"]
+        cfg.hydra.job.num = 0
+    identity = job_identity(cfg.hydra, "mnist", "cnn", None)
+    assert identity.run_name == "mnist-cnn-lr=0.003-batch=64-model.dropout=0.1-trainer.dropout=0.2"
 
 
 def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):

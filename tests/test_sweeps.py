@@ -41,7 +41,7 @@ def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
     combos = {(run.data.params["pipeline.batch_size"], run.data.params["trainer.learning_rate"]) for run in children}
     assert combos == {("64", "0.001"), ("64", "0.003"), ("128", "0.001"), ("128", "0.003")}
     names = {run.info.run_name for run in children}
-    assert "mnist-cnn_small-batch_size=64-learning_rate=0.003" in names and len(names) == 4
+    assert "mnist-cnn_small-batch=64-lr=0.003" in names and len(names) == 4
     assert sorted(run.data.tags["sweep.job"] for run in children) == ["0", "1", "2", "3"]
     fingerprints = {run.data.tags["records.fingerprint"] for run in children}
     assert len(fingerprints) == 1

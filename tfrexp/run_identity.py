@@ -31,9 +31,7 @@ def job_identity(hydra_cfg: Any, dataset: str, model: str, run_name: str | None)
     sweep = read_sweep_file(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
     if sweep is None:
         return JobIdentity(run_name or f"{dataset}-{model}", tags, None)
-    swept = set(sweep["swept_keys"])
-    varying = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
-    name = "-".join([dataset, model, *(_short(o) for o in varying)])
+    name = "-".join([dataset, model, *_swept_values(overrides, sweep["swept_keys"])])
     tags.update({"sweep.id": sweep["sweep_id"], "sweep.job": str(hydra_cfg.job.num)})
     return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
 
@@ -52,10 +50,25 @@ def git_state(folder: Path | None = None) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(status.strip())).lower()}
 
 
-def _short(override: str) -> str:
-    """trainer.learning_rate=0.003 -> learning_rate=0.003."""
-    key, _, value = override.partition("=")
-    return f"{key.rsplit('.', 1)[-1]}={value}"
+# Short names for the keys people sweep most; any other key is named by its last part (`model.dropout` ->
+# `dropout`), or in full when two swept keys end alike.
+SHORT_KEYS = {"learning_rate": "lr", "batch_size": "batch"}
+# Choices the name already starts with (`<dataset>-<model>`), so a sweep over them adds nothing more.
+NAMED_GROUPS = {"dataset", "model"}
+
+
+def _swept_values(overrides: list[str], swept_keys: list[str]) -> list[str]:
+    """The job's value of every swept key, once each: `trainer.learning_rate=0.003` -> `lr=0.003`."""
+    keys = [key for key in swept_keys if key not in NAMED_GROUPS]
+    tails = [key.rsplit(".", 1)[-1] for key in keys]
+    labels = {key: key if tails.count(tail) > 1 else SHORT_KEYS.get(tail, tail) for key, tail in zip(keys, tails)}
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in labels:
+            parts.append(f"{labels[key]}={value}")
+    return parts
 
 
 def read_sweep_file(sweep_dir: Path) -> dict | None:
