@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import math
 from collections import Counter
@@ -130,6 +132,10 @@ def test_every_pipeline_preset_delivers_each_example_once(records, preset, tmp_p
     from tfrexp import config
 
     settings = config.to_settings(compose_config(f"pipeline={preset}", f"paths.output_dir={tmp_path}")).pipeline
+    if settings.repeat is Repeat.infinite:
+        # The first pass of an endless stream is only a clean cut when the order across the epoch boundary
+        # is fixed (see STRATEGIES); everything else of the preset stays as it is.
+        settings = dataclasses.replace(settings, deterministic=True)
     expected = _all_examples(records)
     count = sum(expected.values())
     dataset = build_dataset(records.directory, records.manifest, "train", settings, training=True, seed=3)
