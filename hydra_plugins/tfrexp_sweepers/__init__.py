@@ -1,0 +1,1 @@
+"""tfrexp's Hydra plugins (Hydra looks for plugins in the hydra_plugins namespace only)."""

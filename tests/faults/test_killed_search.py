@@ -1,0 +1,65 @@
+"""An Optuna search killed half-way (SIGKILL of the whole sweep) continues from its stored study when the
+same command runs again, and a finished search grows by the trials a larger n_trials adds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+
+from helpers import REPO, run_tfrexp, wait_for
+
+SEARCH = ["-m", "hparams_search=mnist_optuna", "model=cnn_small", "dataset.max_examples_per_split=300",
+          "trainer.epochs=1", "trainer.verbose=0", "tracking.log_model=false", "tracking.system_metrics=false"]
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+
+
+def _trials(outputs, states=FINISHED):
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{outputs}/optuna.db")
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _finished_in_database(outputs) -> int:
+    """Read-only, with sqlite3: Optuna's own loader would create its tables while the search does."""
+    path = outputs / "optuna.db"
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            return database.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'FAIL')").fetchone()[0]
+    except sqlite3.OperationalError:  # its tables are not there yet, or it is being written
+        return 0
+
+
+def test_a_killed_search_continues_and_a_finished_one_extends(tmp_path):
+    outputs = tmp_path / "outputs"
+    command = [*SEARCH, f"paths.output_dir={outputs}"]
+    search = subprocess.Popen([sys.executable, "-m", "tfrexp", *command, "hydra.sweeper.n_trials=4"], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env=os.environ.copy())
+    try:
+        wait_for(lambda: _finished_in_database(outputs) or search.poll() is not None, 300,
+                 "the search's first finished trial")
+        assert search.poll() is None, "the search ended before it could be killed"
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+        _, stderr = search.communicate(timeout=60)
+    assert search.returncode == -signal.SIGKILL, stderr[-3000:]
+    before = [trial.params for trial in _trials(outputs)]
+    assert 1 <= len(before) < 4
+
+    again = run_tfrexp(*command, "hydra.sweeper.n_trials=4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = _trials(outputs)
+    assert len(after) == 4 and [trial.params for trial in after[:len(before)]] == before, "kept, not redone"
+    assert f"already holds {len(before)} finished trials of 4" in again.stdout
+
+    extended = run_tfrexp(*command, "hydra.sweeper.n_trials=5")
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert len(_trials(outputs)) == 5 and "running the other 1" in extended.stdout
