@@ -44,6 +44,9 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
         history = client.get_metric_history(run.info.run_id, metric)
         assert [point.step for point in history] == [1, 2], metric
     assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+    # System metrics are on by default, sampled every second, and their routine lines kept out of the output.
+    assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert "system_metrics_monitor" not in first.stdout + first.stderr
 
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "manifest.json", "model_summary.txt"} <= artifacts

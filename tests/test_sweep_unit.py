@@ -51,7 +51,8 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
 
 
 def test_a_child_is_named_by_what_differs_once(tmp_path):
-    """A sweep over models named the model twice (`mnist-cnn-model=cnn-learning_rate=0.003`)."""
+    """A sweep over models named the model twice (`mnist-cnn-model=cnn-learning_rate=0.003`); a search's
+    floats were written in full."""
     cfg = job.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
                       return_hydra_config=True)
     (tmp_path / "sweep").mkdir()
@@ -60,10 +61,10 @@ def test_a_child_is_named_by_what_differs_once(tmp_path):
         '["model", "trainer.learning_rate", "pipeline.batch_size", "model.dropout", "trainer.dropout"]}')
     with open_dict(cfg):
         cfg.hydra.overrides.task = ["model=cnn", "trainer.learning_rate=0.003", "pipeline.batch_size=64",
-                                    "+model.dropout=0.1", "trainer.dropout=0.2", "trainer.epochs=2"]
+                                    "+model.dropout=0.19902212766", "trainer.dropout=0.2", "trainer.epochs=2"]
         cfg.hydra.job.num = 0
     identity = job_identity(cfg.hydra, "mnist", "cnn", None)
-    assert identity.run_name == "mnist-cnn-lr=0.003-batch=64-model.dropout=0.1-trainer.dropout=0.2"
+    assert identity.run_name == "mnist-cnn-lr=0.003-batch=64-model.dropout=0.199-trainer.dropout=0.2"
 
 
 def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):

@@ -67,8 +67,19 @@ def _swept_values(overrides: list[str], swept_keys: list[str]) -> list[str]:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
         if key in labels:
-            parts.append(f"{labels[key]}={value}")
+            parts.append(f"{labels[key]}={_readable(value)}")
     return parts
+
+
+def _readable(value: str) -> str:
+    """A search's floats in three significant digits (`0.0009994009578919113` -> `0.000999`); the exact
+    values are the run's params."""
+    if "." not in value and "e" not in value.lower():
+        return value
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value
 
 
 def read_sweep_file(sweep_dir: Path) -> dict | None:

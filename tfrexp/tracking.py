@@ -97,6 +97,8 @@ def start_run(
         # A sample every second, logged as taken: a 20 s run gets ~20 points of CPU, memory (and GPU) use.
         mlflow.set_system_metrics_sampling_interval(1)
         mlflow.set_system_metrics_samples_before_logging(1)
+        # Its start/stop/"no GPU" lines would repeat in every run's output; warnings still show.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
         mlflow.set_tags({**tags, "resumed": "true", "error": ""})

@@ -176,7 +176,7 @@ class TrackingConfig:
     artifact_location: Optional[str] = None
     run_name: Optional[str] = None  # null: <dataset>-<model>, plus what a sweep varies
     log_model: bool = True
-    system_metrics: bool = False  # true: CPU, memory (and GPU with nvidia-ml-py) use, sampled every second
+    system_metrics: bool = True  # CPU, memory (and GPU with nvidia-ml-py) use, sampled every second
 
 
 @dataclass
