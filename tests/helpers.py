@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -102,3 +106,57 @@ def stop_mlflow_server(server: subprocess.Popen, kill: bool = False) -> None:
     """Stop the server and its worker processes (SIGKILL when kill=True, as a crash would)."""
     os.killpg(server.pid, signal.SIGKILL if kill else signal.SIGTERM)
     server.wait(timeout=30)
+
+
+# Ray turns "localhost" into the machine's outward address unless told not to; with these in the environment
+# of `ray start` and of every process that connects, it stays on 127.0.0.1.
+RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@contextmanager
+def ray_head(cwd: Path, num_cpus: int = 2) -> Iterator[tuple[str, dict, int]]:
+    """A real Ray head (`ray start --head`) on 127.0.0.1, stopped on exit, even on failure. Yields its
+    address, the environment a process needs to connect to it, and the session id of the cluster's
+    processes. Jobs' workers start in `cwd`."""
+    env = {**user_environment(), **RAY_ON_LOOPBACK}
+    port = free_port()
+    log = open(cwd / "ray-head.log", "w")
+    # --block keeps `ray start` in the foreground, the parent of this cluster's processes in a session of its
+    # own, so stopping it stops this cluster only (`ray stop` would stop every cluster of the machine).
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--metrics-export-port={free_port()}"],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        status = [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"]
+        wait_for(lambda: head.poll() is not None or subprocess.run(status, env=env, capture_output=True).returncode == 0,
+                 120, "the Ray head")
+        assert head.poll() is None, (cwd / "ray-head.log").read_text()[-3000:]
+        yield address, env, head.pid
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        log.close()
+
+
+def listening_addresses(session: int) -> list[str]:
+    """The local addresses of the TCP sockets that processes of a session (see start_new_session) listen on."""
+    addresses = []
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
+        pids = [int(pid) for pid in re.findall(r"pid=(\d+)", line)]
+        with contextlib.suppress(ProcessLookupError):
+            if any(os.getsid(pid) == session for pid in pids):
+                addresses.append(line.split()[3])
+    return addresses
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in {"127.0.0.1", "::ffff:127.0.0.1", "::1"}

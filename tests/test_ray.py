@@ -1,0 +1,40 @@
+"""A sweep on a real Ray cluster, reached by address: a Ray head on 127.0.0.1, four jobs as Ray tasks, one
+MLflow parent run with a child per job, records written once and reused by the other jobs."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import is_loopback, listening_addresses, ray_head, run_tfrexp
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.epochs=2", "trainer.verbose=0",
+        "tracking.log_model=false"]
+
+
+def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
+    outputs = tmp_path / "outputs"
+    with ray_head(tmp_path) as (address, env, session):
+        result = run_tfrexp("-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}",
+                            "trainer.learning_rate=0.001,0.003", "pipeline.batch_size=64,128", *TINY,
+                            f"paths.output_dir={outputs}", env=env)
+        listening = listening_addresses(session)  # the cluster's processes, its workers included
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert listening and all(is_loopback(address) for address in listening), listening
+
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 5 and {run.info.status for run in runs} == {"FINISHED"}
+    assert sorted(run.info.run_name for run in children) == [
+        "mnist-cnn_small-lr=0.001-batch=128", "mnist-cnn_small-lr=0.001-batch=64",
+        "mnist-cnn_small-lr=0.003-batch=128", "mnist-cnn_small-lr=0.003-batch=64"]
+    for run in children:
+        assert [point.step for point in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    # The first job wrote the records under the fingerprint lock; the others, waiting on it, reused them.
+    assert sorted(run.data.tags["records.reused"] for run in children) == ["false", "true", "true", "true"]
+    assert len({run.data.tags["records.fingerprint"] for run in children}) == 1
+    assert parent.data.tags["best_run_id"] in {run.info.run_id for run in children}
