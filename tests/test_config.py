@@ -75,6 +75,12 @@ def test_invalid_values_raise_config_error_naming_key_and_value(make_settings, o
     assert message in str(raised.value)
 
 
+def test_mirrored_training_needs_the_tensorflow_backend(make_settings):
+    with pytest.raises(ConfigError, match="trainer.distribution='mirrored': needs trainer.backend=tensorflow"):
+        make_settings("trainer.backend=jax", "trainer.distribution=mirrored")
+    assert make_settings("trainer.backend=jax").trainer.distribution.value == "auto"
+
+
 def test_cli_refuses_a_bad_value_in_one_line_without_importing_tensorflow(tmp_path):
     result = run_tfrexp("pipeline.batch_size=0", f"paths.output_dir={tmp_path}", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode != 0

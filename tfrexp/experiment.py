@@ -85,7 +85,8 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         if "train" not in manifest.splits:
             raise DataError(f"dataset {manifest.dataset}: no 'train' split to train on (it has "
                             f"{sorted(manifest.splits)}); check dataset.source")
-        device = training.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile)
+        device = training.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile,
+                                           settings.trainer.distribution)
         mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
         plan = fit_plan(manifest.splits["train"].num_examples, settings.pipeline, settings.trainer.epochs)
         cache_dir = context.run_dir / "tfdata-cache"
@@ -96,8 +97,9 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         evaluation = {split: build_dataset(records.directory, manifest, split, settings.pipeline, training=False)
                       for split in ("validation", "test") if split in manifest.splits}
 
-        model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
-        training.compile_model(model, settings.trainer, plan, device)
+        with device.strategy.scope():
+            model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
+            training.compile_model(model, settings.trainer, plan, device)
         mlflow.log_text(_summary(model), "model_summary.txt")
         # Values the store does not take are kept; on any way out they are written here, and a resumed run
         # (same run id) sends them.

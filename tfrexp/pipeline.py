@@ -114,4 +114,8 @@ def build_dataset(
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
         dataset = dataset.map(ready_times.stamp)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # One machine: a MirroredStrategy splits each batch over its replicas. No file sharding to rewrite
+    # (it is for several workers, which Keras 3 does not train on), so none is attempted.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrexp.config.schema import Toggle, TrainerConfig
+from tfrexp.config.schema import Distribution, Toggle, TrainerConfig
 from tfrexp.pipeline import FitPlan
 
 log = logging.getLogger(__name__)
@@ -17,29 +17,49 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    device: str  # e.g. "GPU:0 (NVIDIA H100 80GB HBM3)" or "CPU"
+    device: str  # e.g. "GPU:0 (NVIDIA H100 80GB HBM3)", "2 x GPU (NVIDIA H100 80GB HBM3)" or "CPU"
     mixed_precision: bool
     jit_compile: bool | str  # Keras accepts "auto"
+    # Build and compile the model in strategy.scope(); Keras then splits each global batch over the replicas.
+    strategy: tf.distribute.Strategy = field(default_factory=tf.distribute.get_strategy)
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
 
     def as_params(self) -> dict:
-        return {"device": self.device, "mixed_precision": self.mixed_precision, "jit_compile": self.jit_compile}
+        return {"device": self.device, "mixed_precision": self.mixed_precision, "jit_compile": self.jit_compile,
+                "replicas": self.replicas}
 
 
-def configure_device(mixed_precision: Toggle, jit_compile: Toggle) -> DeviceInfo:
-    """Pick the GPU when there is one, and the precision policy; call before building the model."""
+def configure_device(mixed_precision: Toggle, jit_compile: Toggle,
+                     distribution: Distribution = Distribution.none) -> DeviceInfo:
+    """Pick the devices (every GPU under `mirrored`, or `auto` with several), and the precision policy; call
+    before building the model, and build it in the returned strategy's scope."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"GPU:0 ({details.get('device_name', 'unknown')})"
+        name = details.get("device_name", "unknown")
         # Tensor cores (compute capability >= 7.0) are what make float16 pay off.
         benefits = details.get("compute_capability", (0, 0)) >= (7, 0)
     else:
-        device, benefits = "CPU", False
+        name, benefits = "CPU", False
+    several = len(gpus) > 1 and keras.backend.backend() == "tensorflow"  # tf.distribute drives TensorFlow only
+    mirrored = distribution is Distribution.mirrored or (distribution is Distribution.auto and several)
+    if mirrored:
+        # Without a GPU, the logical CPU devices (tf.config.set_logical_device_configuration) are the replicas.
+        devices = [device.name for device in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        device = f"{len(devices)} x {'GPU (' + name + ')' if gpus else 'CPU'}"
+    else:
+        strategy = tf.distribute.get_strategy()  # the default: one device
+        device = f"GPU:0 ({name})" if gpus else "CPU"
     mixed = mixed_precision is Toggle.on or (mixed_precision is Toggle.auto and benefits)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     jit = {Toggle.on: True, Toggle.off: False, Toggle.auto: "auto"}[jit_compile]
-    info = DeviceInfo(device=device, mixed_precision=mixed, jit_compile=jit)
-    log.info("training on %s (mixed precision %s, jit_compile %s)", device, "on" if mixed else "off", jit)
+    info = DeviceInfo(device=device, mixed_precision=mixed, jit_compile=jit, strategy=strategy)
+    log.info("training on %s (%d replica%s, mixed precision %s, jit_compile %s)", device, info.replicas,
+             "" if info.replicas == 1 else "s", "on" if mixed else "off", jit)
     return info
 
 
@@ -107,7 +127,9 @@ def predict_classes(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
     """(true labels, predicted classes) in one pass, so both come from the same batches in the same order."""
     labels, predictions = [], []
     for images, batch_labels in dataset.as_numpy_iterator():  # NumPy: any Keras backend takes it
-        logits = np.asarray(model.predict_on_batch(images))
+        # A plain call: under a MirroredStrategy predict_on_batch hands every replica the whole batch and
+        # returns each replica's copy of the logits.
+        logits = np.asarray(model(images, training=False))
         predictions.append((logits[:, 0] > 0).astype(np.int64) if logits.shape[-1] == 1 else logits.argmax(-1))
         labels.append(batch_labels)
     return np.concatenate(labels), np.concatenate(predictions)

@@ -7,6 +7,7 @@ from tfrexp.config.schema import (
     Compression,
     Config,
     DatasetConfig,
+    Distribution,
     ImageEncoding,
     Parse,
     PathsConfig,
@@ -20,7 +21,7 @@ from tfrexp.config.schema import (
 )
 
 __all__ = [
-    "CONF_DIR", "Backend", "Cache", "Compression", "Config", "DatasetConfig", "ImageEncoding", "Parse",
-    "PathsConfig", "PipelineConfig", "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig", "register_schemas", "require",
-    "to_settings", "typed",
+    "CONF_DIR", "Backend", "Cache", "Compression", "Config", "DatasetConfig", "Distribution", "ImageEncoding",
+    "Parse", "PathsConfig", "PipelineConfig", "Repeat", "Toggle", "TrackingConfig", "TrainerConfig", "WriterConfig",
+    "register_schemas", "require", "to_settings", "typed",
 ]

@@ -50,6 +50,14 @@ class Backend(str, enum.Enum):
     jax = "jax"  # Keras 3 on JAX (pip install 'tfrexp[jax]'); tf.data still reads the records
 
 
+class Distribution(str, enum.Enum):
+    """How training spreads over the devices of one machine (tf.distribute)."""
+
+    auto = "auto"  # mirrored when the machine has more than one GPU, else none
+    none = "none"  # one device: the first GPU, else the CPU
+    mirrored = "mirrored"  # MirroredStrategy over every GPU (every logical CPU device when there is no GPU)
+
+
 class Repeat(str, enum.Enum):
     infinite = "infinite"  # repeat forever; fit gets steps_per_epoch from the manifest's counts
     per_epoch = "per_epoch"  # a finite dataset that fit iterates once per epoch
@@ -145,6 +153,9 @@ class TrainerConfig:
     seed: int = 42
     mixed_precision: Toggle = Toggle.auto  # auto: on for GPUs with tensor cores
     jit_compile: Toggle = Toggle.auto  # auto: Keras decides (XLA on GPU)
+    # Over several devices, pipeline.batch_size stays the global batch (split across replicas) and
+    # learning_rate is not rescaled: a run means the same thing on one GPU or eight.
+    distribution: Distribution = Distribution.auto
     steps_per_execution: int = 1
     objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
     objective_direction: str = "max"  # max | min: which end of the objective is best
@@ -166,6 +177,8 @@ class TrainerConfig:
         require(self.objective_direction in {"max", "min"}, "trainer.objective_direction",
                 self.objective_direction, "must be max|min")
         require(self.verbose in {0, 1, 2}, "trainer.verbose", self.verbose, "must be 0, 1 or 2")
+        require(self.backend is Backend.tensorflow or self.distribution is not Distribution.mirrored,
+                "trainer.distribution", self.distribution.value, "needs trainer.backend=tensorflow (tf.distribute)")
 
 
 @dataclass
