@@ -11,14 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tfrexp import job, sources
 from tfrexp.config.schema import Config
+from tfrexp.bench.local_ray import RAY_ON_LOOPBACK, ray_head  # noqa: F401 -- the tests start Ray as the bench does
 from tfrexp.records.writer import RecordSet, ensure_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,44 +105,6 @@ def stop_mlflow_server(server: subprocess.Popen, kill: bool = False) -> None:
     """Stop the server and its worker processes (SIGKILL when kill=True, as a crash would)."""
     os.killpg(server.pid, signal.SIGKILL if kill else signal.SIGTERM)
     server.wait(timeout=30)
-
-
-# Ray turns "localhost" into the machine's outward address unless told not to; with these in the environment
-# of `ray start` and of every process that connects, it stays on 127.0.0.1.
-RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-
-
-@contextmanager
-def ray_head(cwd: Path, num_cpus: int = 2) -> Iterator[tuple[str, dict, int]]:
-    """A real Ray head (`ray start --head`) on 127.0.0.1, stopped on exit, even on failure. Yields its
-    address, the environment a process needs to connect to it, and the session id of the cluster's
-    processes. Jobs' workers start in `cwd`."""
-    env = {**user_environment(), **RAY_ON_LOOPBACK}
-    port = free_port()
-    log = open(cwd / "ray-head.log", "w")
-    # --block keeps `ray start` in the foreground, the parent of this cluster's processes in a session of its
-    # own, so stopping it stops this cluster only (`ray stop` would stop every cluster of the machine).
-    head = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
-         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-         f"--metrics-export-port={free_port()}"],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        status = [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"]
-        wait_for(lambda: head.poll() is not None or subprocess.run(status, env=env, capture_output=True).returncode == 0,
-                 120, "the Ray head")
-        assert head.poll() is None, (cwd / "ray-head.log").read_text()[-3000:]
-        yield address, env, head.pid
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-        log.close()
 
 
 def listening_addresses(session: int) -> list[str]:

@@ -1,0 +1,59 @@
+"""A Ray head on 127.0.0.1 for the sweep benchmark and the tests: `ray start --head` as a user runs it, kept
+on loopback, and stopped on exit even on failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+# Ray turns "localhost" into the machine's outward address unless told not to; with these in the environment
+# of `ray start` and of every process that connects, it stays on 127.0.0.1.
+RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def ray_head(cwd: Path, num_cpus: int = 2) -> Iterator[tuple[str, dict, int]]:
+    """Yields the head's address, the environment a process needs to connect to it, and the session id of
+    the cluster's processes. Jobs' workers start in `cwd`, where the head's log is written too."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(RAY_ON_LOOPBACK)
+    ray = str(Path(sys.executable).with_name("ray"))
+    address = f"127.0.0.1:{_free_port()}"
+    log = open(cwd / "ray-head.log", "w")
+    # --block keeps `ray start` in the foreground, the parent of this cluster's processes in a session of its
+    # own, so stopping it stops this cluster only (`ray stop` would stop every cluster of the machine).
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={address.split(':')[1]}",
+         f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}"],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        status = [ray, "status", f"--address={address}"]
+        while subprocess.run(status, env=env, capture_output=True).returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head did not start: {(cwd / 'ray-head.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield address, env, head.pid
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        log.close()
