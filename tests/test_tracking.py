@@ -125,6 +125,29 @@ def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     assert inputs["mnist-train"].dataset.source_type == "local"
 
 
+@pytest.mark.parametrize("refusal", [
+    "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint \"dataset_pk\"",
+    "(psycopg.errors.DeadlockDetected) deadlock detected",
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name",
+])
+def test_parallel_runs_that_race_on_logging_the_same_dataset_retry(store, tmp_path, monkeypatch, refusal):
+    """PostgreSQL words the race on the dataset's key (and a deadlock between two such inserts) otherwise than
+    SQLite: a job behind a shared server lost it and ended FAILED."""
+    _, experiment_id, client = store
+    real, calls = mlflow.log_inputs, []
+
+    def lose_the_race_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException(refusal)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_inputs", lose_the_race_once)
+    with tracking.start_run(experiment_id, "race", {}) as run:
+        tracking.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train"])
+    assert len(calls) == 2 and len(client.get_run(run.info.run_id).inputs.dataset_inputs) == 1
+
+
 def test_where_to_look_names_the_ui_command():
     assert tracking.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
     assert "make ui" in tracking.where_to_look(tracking.DEFAULT_STORE, "1", "r")

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import random
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -233,6 +235,10 @@ class MetricBuffer:
                 "sends them)")
 
 
+# How the SQL stores word that race: SQLite, PostgreSQL (which may also see two such inserts deadlock), MySQL.
+DATASET_RACE = ("UNIQUE constraint failed", "UniqueViolation", "deadlock detected", "Duplicate entry")
+
+
 def log_datasets(directory: Path, name: str, fingerprint: str, splits: list[str]) -> None:
     """Record what the run trained on (the UI's dataset column), every split in one call; the digest is the
     manifest's fingerprint, so nothing iterates the data to compute one."""
@@ -242,15 +248,16 @@ def log_datasets(directory: Path, name: str, fingerprint: str, splits: list[str]
     source = LocalArtifactDatasetSource(str(directory))
     datasets = [MetaDataset(source, name=f"{name}-{split}", digest=fingerprint) for split in splits]
     contexts = ["training" if split == "train" else split for split in splits]
-    for attempt in range(3):
+    for attempt in range(4):
         try:
             mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
             return
         except MlflowException as error:
             # The SQL store looks a dataset up, then inserts it: runs in parallel that log the same
             # dataset race on its unique key. The loser's retry finds the row and links to it.
-            if "UNIQUE constraint failed" not in str(error) or attempt == 2:
+            if not any(words in str(error) for words in DATASET_RACE) or attempt == 3:
                 raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))  # apart, so the retries do not meet again
 
 
 def log_report(history: dict[str, list[float]], labels: np.ndarray, predictions: np.ndarray,
