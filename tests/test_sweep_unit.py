@@ -50,6 +50,22 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
     assert ended.data.metrics["sweep.children"] == 2 and ended.data.metrics["sweep.finished"] == 2
 
 
+def test_a_second_sweep_in_the_same_folder_is_refused_before_it_makes_a_parent(tmp_path, capsys):
+    """Two sweeps started in the same second shared a folder: the second's sweep file replaced the first's,
+    and the first sweep's parent run never ended."""
+    import pytest
+
+    cfg = _sweep_config(tmp_path)
+    SweepCallback().on_multirun_start(cfg)
+    first = read_sweep_file(tmp_path / "sweep")
+    with pytest.raises(SystemExit) as stopped:
+        SweepCallback().on_multirun_start(cfg)
+    assert stopped.value.code == 2 and "already holds a sweep" in capsys.readouterr().err
+    assert read_sweep_file(tmp_path / "sweep") == first
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.search_runs([first["experiment_id"]])) == 1, "no second parent run"
+
+
 def test_a_child_is_named_by_what_differs_once(tmp_path):
     """A sweep over models named the model twice (`mnist-cnn-model=cnn-learning_rate=0.003`); a search's
     floats were written in full."""

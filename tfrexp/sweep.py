@@ -45,9 +45,15 @@ class SweepCallback(Callback):
 
         from tfrexp import tracking
 
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:  # claimed before the parent exists: two sweeps in one folder would end each other's parent run
+            (sweep_dir / SWEEP_FILE).open("x").close()
+        except FileExistsError:
+            raise RuntimeError(f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep; give this one a folder "
+                               f"of its own") from None
         settings = _tracking_settings(config)
         experiment_id = tracking.connect(settings)
-        sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         sweep_id = sweep_dir.name
         swept = sorted(_swept_keys(overrides, config))
@@ -62,7 +68,6 @@ class SweepCallback(Callback):
         client.log_param(parent.info.run_id, "sweep.overrides", " ".join(overrides))
         client.log_param(parent.info.run_id, "sweep.swept_keys", ",".join(swept))
         client.log_param(parent.info.run_id, "trainer.objective", config.trainer.objective)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": parent.info.run_id, "experiment_id": experiment_id,
             "sweep_id": sweep_id, "swept_keys": swept,
