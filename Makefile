@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PORT ?= 5000
+SERVER_PORT ?= 5001
 ARGS ?=
 
 # Use the data folder beside the checkout when TFREXP_DATA_DIR is not set and that folder exists.
@@ -13,7 +14,7 @@ export TFREXP_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: help install train sweep bench test ui clean
+.PHONY: help install train sweep bench test ui server server-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,10 +22,10 @@ help: ## list the targets
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,jax]'
+	$(BIN)/python -m pip install --quiet -e '.[test,jax,ray,slurm,server]'
 	touch $@
 
-install: $(INSTALLED) ## create .venv and install tfrexp (editable) with its dependencies, test tools and JAX
+install: $(INSTALLED) ## create .venv and install tfrexp (editable) with its dependencies, test tools and the optional engines
 
 train: $(INSTALLED) ## run the default experiment (MNIST -> TFRecords -> CNN -> MLflow); ARGS='...' adds overrides
 	$(BIN)/tfrexp $(ARGS)
@@ -40,6 +41,12 @@ test: $(INSTALLED) ## run the test suite; PYTEST_ARGS='...' passes options to py
 
 ui: $(INSTALLED) ## the MLflow UI over the default store, on http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+server: $(INSTALLED) ## a shared MLflow server for parallel jobs (PostgreSQL store under outputs/server/) on 127.0.0.1:$(SERVER_PORT)
+	$(BIN)/python -m tfrexp.server start --root outputs/server --port $(SERVER_PORT) $(ARGS)
+
+server-stop: ## stop `make server` (the MLflow server and its PostgreSQL)
+	$(BIN)/python -m tfrexp.server stop --root outputs/server
 
 clean: ## delete outputs/ (records, runs, the MLflow store); keeps .venv
 	rm -rf outputs/*

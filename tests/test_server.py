@@ -1,0 +1,132 @@
+"""The shared tracking server of `make server` (tfrexp/server.py): a real PostgreSQL and a real `mlflow server` on
+loopback, with eight jobs at once logging into it (a joblib sweep and a Ray sweep side by side), and a refused
+start that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import REPO, free_port, ray_head, user_environment
+from tfrexp import server
+
+TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.verbose=0", "tracking.log_model=false"]
+
+
+@pytest.fixture
+def server_root():
+    """A root folder PostgreSQL can reach: under root it runs as `postgres`, which cannot pass pytest's tmp_path
+    (it sits under a 0700 folder). Whatever the test leaves running is stopped, even when it fails."""
+    root = Path(tempfile.mkdtemp(prefix="tfrexp-server-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        try:
+            server.stop(root)
+        finally:
+            shutil.rmtree(root)
+
+
+def _start_tfrexp(log: Path, env: dict, *arguments: str) -> subprocess.Popen:
+    """`tfrexp` in a child process, its output into a file (two at once would fill unread pipes)."""
+    with open(log, "w") as output:
+        return subprocess.Popen([sys.executable, "-m", "tfrexp", *arguments], cwd=REPO, stdout=output,
+                                stderr=subprocess.STDOUT, env={**user_environment(), **env})
+
+
+def _listening(port: int) -> list[str]:
+    """`ss -ltnp` lines of the sockets that listen on this port, any address."""
+    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line for line in lines if line.split()[3].rsplit(":", 1)[1] == str(port)]
+
+
+@pytest.mark.slow
+def test_eight_parallel_jobs_log_every_epoch_into_the_postgres_backed_server(server_root, tmp_path):
+    port, pg_port = free_port(), free_port()
+    uri = server.start(server_root, port, pg_port, workers=2, durable=False)
+    assert uri == f"http://127.0.0.1:{port}"
+    assert server.start(server_root, port, pg_port) == uri, "a second start finds the running server"
+
+    # Loopback only: nothing of either server listens on another address (0.0.0.0, [::]).
+    for number, program in ((pg_port, "postgres"), (port, "python")):
+        lines = _listening(number)
+        assert lines and all(line.split()[3] == f"127.0.0.1:{number}" for line in lines), lines
+        assert all(f'(("{program}"' in line for line in lines), lines
+
+    # Eight jobs at once: a sweep of 4 in joblib workers and a sweep of 4 as tasks of a Ray cluster, side by
+    # side, so the two sweeps also race on creating the experiment and on writing the same records.
+    outputs = tmp_path / "outputs"
+    common = ["trainer.learning_rate=0.001,0.002", "pipeline.batch_size=64,128", "trainer.epochs=2", *TINY,
+              f"tracking.uri={uri}", f"paths.output_dir={outputs}"]
+    with ray_head(tmp_path, num_cpus=4) as (address, ray_env, _):
+        sweeps = {
+            "joblib": _start_tfrexp(tmp_path / "joblib.log", {}, "-m", "hydra/launcher=joblib",
+                                    "hydra.launcher.n_jobs=4", *common),
+            "ray": _start_tfrexp(tmp_path / "ray.log", ray_env, "-m", "hydra/launcher=ray_cluster",
+                                 f"hydra.launcher.ray.init.address={address}", *common),
+        }
+        for name, sweep in sweeps.items():
+            assert sweep.wait(timeout=900) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [experiment for experiment in client.search_experiments() if experiment.name == "tfrexp"]
+    assert len(experiments) == 1, "the parallel sweeps created the experiment once (mlflow issue 4123)"
+    runs = client.search_runs([experiments[0].experiment_id], max_results=100)
+    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert len(runs) == 10 and len(parents) == 2 and {run.info.status for run in parents} == {"FINISHED"}
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
+    failed = {run.info.run_name: run.data.tags.get("error") for run in children if run.info.status != "FINISHED"}
+    assert len(children) == 8 and failed == {}
+    for parent in parents:
+        mine = [run for run in children if run.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        combos = {(run.data.params["trainer.learning_rate"], run.data.params["pipeline.batch_size"]) for run in mine}
+        assert len(combos) == 4
+    assert len({run.data.tags["records.fingerprint"] for run in children}) == 1
+    assert sorted(run.data.tags["records.reused"] for run in children).count("false") == 1, "written once"
+    for run in children:
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], (run, metric)
+    # Artifacts go through the server's proxy into the root folder.
+    assert {item.path for item in client.list_artifacts(children[0].info.run_id)} >= {"config.yaml"}
+    assert any((server_root / "artifacts").rglob("config.yaml"))
+
+    log = (server_root / "mlflow.log").read_text()
+    assert "database is locked" not in log
+    # mlflow issue 4123: jobs that each create the experiment race on its unique name. Jobs that log the same
+    # dataset race on its key too (the server logs each such clash); that one is the client's to retry
+    # (tracking.log_datasets), and a job that did not recover would show above as a FAILED child.
+    constraints = set(re.findall(r'violates unique constraint "([^"]+)"', log))
+    assert not {name for name in constraints if "experiment" in name}, constraints
+
+    pid = json.loads((server_root / "server.json").read_text())["pid"]
+    assert server.stop(server_root) == [f"mlflow server (pid {pid})", f"PostgreSQL ({server_root / 'pgdata'})"]
+    assert _listening(port) == [] and _listening(pg_port) == []
+    assert server.stop(server_root) == [], "a second stop finds nothing to stop"
+
+
+@pytest.mark.parametrize("option", ["--port", "--pg-port"])
+def test_a_port_in_use_is_refused_in_one_line_and_nothing_is_started(server_root, option):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, other = taken.getsockname()[1], free_port()
+        ports = {"--port": busy, "--pg-port": other} if option == "--port" else {"--port": other, "--pg-port": busy}
+        result = subprocess.run(
+            [sys.executable, "-m", "tfrexp.server", "start", "--root", str(server_root),
+             *(str(part) for pair in ports.items() for part in pair)],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    expected = f"tfrexp: error: {option} {busy}: 127.0.0.1:{busy} is already in use (Address already in use); "
+    assert result.stderr.strip().splitlines() == [expected + "choose another port"]
+    assert list(server_root.iterdir()) == [], "refused before anything was created"
+    assert _listening(other) == []
