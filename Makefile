@@ -17,7 +17,7 @@ endif
 .PHONY: help install train sweep bench test ui server server-stop clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ train: $(INSTALLED) ## run the default experiment (MNIST -> TFRecords -> CNN -> 
 sweep: $(INSTALLED) ## a demo sweep (2 models x 2 learning rates on 10k MNIST images), a few minutes on CPU
 	$(BIN)/tfrexp -m model=cnn_small,cnn trainer.learning_rate=1e-3,3e-3 dataset.max_examples_per_split=10000 trainer.verbose=2 $(ARGS)
 
-bench: $(INSTALLED) ## the benchmark suite (table printed and saved under outputs/bench/); ARGS='--full' adds time to 99%
+bench: $(INSTALLED) ## the benchmark suite (table printed and saved under outputs/bench/); ARGS='--full' adds time to 99% and the sweep launchers
 	$(BIN)/tfrexp-bench $(ARGS)
 
 test: $(INSTALLED) ## run the test suite; PYTEST_ARGS='...' passes options to pytest
@@ -48,5 +48,6 @@ server: $(INSTALLED) ## a shared MLflow server for parallel jobs (PostgreSQL sto
 server-stop: ## stop `make server` (the MLflow server and its PostgreSQL)
 	$(BIN)/python -m tfrexp.server stop --root outputs/server
 
-clean: ## delete outputs/ (records, runs, the MLflow store); keeps .venv
+clean: ## delete outputs/ (records, runs, the MLflow store; a running `make server` is stopped first); keeps .venv
+	test ! -f outputs/server/server.json || $(BIN)/python -m tfrexp.server stop --root outputs/server
 	rm -rf outputs/*
