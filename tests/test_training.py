@@ -51,7 +51,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_as_configured():
     assert float(schedule(0)) == 0.0 and math.isclose(float(schedule(10)), 0.01, rel_tol=1e-6)
     assert float(schedule(55)) < 0.01 and float(schedule(100)) < 1e-6
     assert device.device == "CPU" and device.as_params() == {"device": "CPU", "mixed_precision": False,
-                                                            "jit_compile": False}
+                                                            "jit_compile": False, "replicas": 1}
 
 
 def test_constant_schedule_and_weight_decay_choose_the_optimizer():

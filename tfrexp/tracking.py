@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
 # MLflow 3 keeps an experiment's kind in this tag; ours are model training, not GenAI tracing.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
@@ -235,7 +234,8 @@ class MetricBuffer:
                 "sends them)")
 
 
-# How the SQL stores word that race: SQLite, PostgreSQL (which may also see two such inserts deadlock), MySQL.
+# The SQL store looks a dataset up, then inserts it: parallel runs that log the same dataset race on its
+# unique key. How SQLite, PostgreSQL (where two such inserts may also deadlock) and MySQL word the race:
 DATASET_RACE = ("UNIQUE constraint failed", "UniqueViolation", "deadlock detected", "Duplicate entry")
 
 
@@ -252,9 +252,7 @@ def log_datasets(directory: Path, name: str, fingerprint: str, splits: list[str]
         try:
             mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
             return
-        except MlflowException as error:
-            # The SQL store looks a dataset up, then inserts it: runs in parallel that log the same
-            # dataset race on its unique key. The loser's retry finds the row and links to it.
+        except MlflowException as error:  # the loser of the race retries, finds the row and links to it
             if not any(words in str(error) for words in DATASET_RACE) or attempt == 3:
                 raise
             time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))  # apart, so the retries do not meet again
