@@ -4,7 +4,9 @@ run end to end in test_sweeps.py)."""
 from __future__ import annotations
 
 import contextlib
+
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
@@ -53,17 +55,30 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
 def test_a_second_sweep_in_the_same_folder_is_refused_before_it_makes_a_parent(tmp_path, capsys):
     """Two sweeps started in the same second shared a folder: the second's sweep file replaced the first's,
     and the first sweep's parent run never ended."""
-    import pytest
-
     cfg = _sweep_config(tmp_path)
     SweepCallback().on_multirun_start(cfg)
     first = read_sweep_file(tmp_path / "sweep")
     with pytest.raises(SystemExit) as stopped:
         SweepCallback().on_multirun_start(cfg)
-    assert stopped.value.code == 2 and "already holds a sweep" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "holds a running sweep" in capsys.readouterr().err
     assert read_sweep_file(tmp_path / "sweep") == first
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(client.search_runs([first["experiment_id"]])) == 1, "no second parent run"
+
+    # Once the first has ended, the folder takes the same command again (a fixed hydra.sweep.dir).
+    SweepCallback().on_multirun_end(cfg)
+    assert client.get_run(first["parent_run_id"]).info.status in {"FINISHED", "FAILED"}
+    SweepCallback().on_multirun_start(cfg)
+    assert read_sweep_file(tmp_path / "sweep")["parent_run_id"] != first["parent_run_id"]
+
+
+def test_a_sweep_that_cannot_start_leaves_its_folder_free(tmp_path):
+    from helpers import free_port
+
+    cfg = _sweep_config(tmp_path, f"tracking.uri=http://127.0.0.1:{free_port()}")
+    with pytest.raises(SystemExit):
+        SweepCallback().on_multirun_start(cfg)
+    assert read_sweep_file(tmp_path / "sweep") is None
 
 
 def test_a_child_is_named_by_what_differs_once(tmp_path):
@@ -93,8 +108,6 @@ def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):
 def test_the_parent_holds_a_summary_of_every_child_and_a_plot_of_the_objective(tmp_path):
     import csv
     import io
-
-    import pytest
 
     cfg = _sweep_config(tmp_path)
     SweepCallback().on_multirun_start(cfg)

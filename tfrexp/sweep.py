@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.run_identity import SWEEP_FILE, git_state, read_sweep_file
 
+ENDED_SWEEP_FILE = "mlflow_sweep.ended.json"
+
 log = logging.getLogger(__name__)
 
 
@@ -41,17 +43,26 @@ class SweepCallback(Callback):
             sys.exit(2)
 
     def _open_parent(self, config: DictConfig) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        claim = sweep_dir / SWEEP_FILE
+        try:  # claimed before the parent exists: two sweeps in one folder would end each other's parent run
+            claim.open("x").close()
+        except FileExistsError:
+            raise RuntimeError(f"hydra.sweep.dir={str(sweep_dir)!r} holds a running sweep ({SWEEP_FILE}; delete it "
+                               f"if that sweep was killed), give this one a folder of its own") from None
+        try:
+            self._make_parent(config, sweep_dir)
+        except BaseException:
+            claim.unlink()  # the folder stays free for the same command once the cause is fixed
+            raise
+
+    @staticmethod
+    def _make_parent(config: DictConfig, sweep_dir: Path) -> None:
         from mlflow.tracking import MlflowClient
 
         from tfrexp import tracking
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        try:  # claimed before the parent exists: two sweeps in one folder would end each other's parent run
-            (sweep_dir / SWEEP_FILE).open("x").close()
-        except FileExistsError:
-            raise RuntimeError(f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep; give this one a folder "
-                               f"of its own") from None
         settings = _tracking_settings(config)
         experiment_id = tracking.connect(settings)
         overrides = list(config.hydra.overrides.task)
@@ -75,9 +86,16 @@ class SweepCallback(Callback):
         log.info("sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = read_sweep_file(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep = read_sweep_file(sweep_dir)
         if sweep is None:
             return
+        try:
+            self._close_parent(config, sweep)
+        finally:  # kept for the record, under a name that frees the folder for a later sweep
+            (sweep_dir / SWEEP_FILE).replace(sweep_dir / ENDED_SWEEP_FILE)
+
+    def _close_parent(self, config: DictConfig, sweep: dict) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(_tracking_settings(config).uri)
