@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,14 @@ def test_optuna_search_goes_on_past_failed_trials(tmp_path):
     best = max(finished, key=lambda run: run.data.metrics["val_accuracy"])
     assert parent.data.tags["best_run_id"] == best.info.run_id and parent.data.metrics["sweep.finished"] == len(finished)
     assert "rate=1.5" in next(run for run in children if run.info.status == "FAILED").data.tags["error"]
+    # The search sums itself up like a grid sweep: one row per trial, the failed ones included.
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    summary = client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))
+    with open(summary, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["status"] for row in rows) == sorted(run.info.status for run in children)
+    assert {row["model.dropout"] for row in rows} == {"0.1", "1.5"} and "trainer.learning_rate" in rows[0]
+    assert "sweep_objective.png" in {item.path for item in client.list_artifacts(parent.info.run_id)}
 
 
 @pytest.fixture
