@@ -35,6 +35,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
                          search.n_trials, f"running the other {to_go}" if to_go else
                          "nothing to run (raise hydra.sweeper.n_trials to extend it)")
                 search.n_trials = to_go
+                if hasattr(search.sampler, "reseed_rng"):
+                    # A seeded sampler would replay its first draws (TPE's random start-up trials): the
+                    # trials the study already has. The continuation draws from a fresh seed instead.
+                    search.sampler.reseed_rng()
         return super().sweep(arguments)
 
 

@@ -58,8 +58,11 @@ def test_a_killed_search_continues_and_a_finished_one_extends(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     after = _trials(outputs)
     assert len(after) == 4 and [trial.params for trial in after[:len(before)]] == before, "kept, not redone"
+    assert not [trial.params for trial in after[len(before):] if trial.params in before], "no trial drawn again"
     assert f"already holds {len(before)} finished trials of 4" in again.stdout
 
     extended = run_tfrexp(*command, "hydra.sweeper.n_trials=5")
     assert extended.returncode == 0, extended.stderr[-3000:]
-    assert len(_trials(outputs)) == 5 and "running the other 1" in extended.stdout
+    extended_trials = _trials(outputs)
+    assert len(extended_trials) == 5 and "running the other 1" in extended.stdout
+    assert extended_trials[4].params not in [trial.params for trial in extended_trials[:4]]
