@@ -72,6 +72,30 @@ def test_a_second_sweep_in_the_same_folder_is_refused_before_it_makes_a_parent(t
     assert read_sweep_file(tmp_path / "sweep")["parent_run_id"] != first["parent_run_id"]
 
 
+def test_a_sweep_with_no_job_finishes_and_one_whose_jobs_all_failed_says_so(tmp_path):
+    """A search called again with nothing left to run ended its parent FAILED; one whose every job failed
+    ended FAILED without a reason."""
+    cfg = _sweep_config(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    SweepCallback().on_multirun_start(cfg)
+    empty = read_sweep_file(tmp_path / "sweep")["parent_run_id"]
+    SweepCallback().on_multirun_end(cfg)
+    assert client.get_run(empty).info.status == "FINISHED"
+
+    SweepCallback().on_multirun_start(cfg)
+    sweep = read_sweep_file(tmp_path / "sweep")
+    experiment_id = tracking.connect(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    with open_dict(cfg):
+        cfg.hydra.job.num = 0
+    identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
+    with pytest.raises(RuntimeError):
+        with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+            raise RuntimeError("diverged")
+    SweepCallback().on_multirun_end(cfg)
+    parent = client.get_run(sweep["parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "none of the 1 jobs finished"
+
+
 def test_a_sweep_that_cannot_start_leaves_its_folder_free(tmp_path):
     from helpers import free_port
 

@@ -100,7 +100,7 @@ class SweepCallback(Callback):
 
         client = MlflowClient(_tracking_settings(config).uri)
         try:
-            scored = self._sum_up(config, sweep, client)
+            children, scored = self._sum_up(config, sweep, client)
         except Exception as error:  # noqa: BLE001 -- whatever failed, the parent must not stay RUNNING
             log.error("sweep %s: summing up failed: %s", sweep["sweep_id"], error)
             try:
@@ -109,11 +109,16 @@ class SweepCallback(Callback):
             except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
                 log.error("sweep %s: could not mark the parent run FAILED: %s", sweep["sweep_id"], store_error)
             return
-        client.set_terminated(sweep["parent_run_id"], "FINISHED" if scored else "FAILED")
+        if children and not scored:  # every job failed: the sweep did, and says so
+            log.error("sweep %s: none of its %d jobs finished with %s", sweep["sweep_id"], children,
+                      config.trainer.objective)
+            client.set_tag(sweep["parent_run_id"], "error", f"none of the {children} jobs finished")
+        # A sweep with no job (a search already complete) did nothing wrong.
+        client.set_terminated(sweep["parent_run_id"], "FAILED" if children and not scored else "FINISHED")
 
     @staticmethod
-    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> list:
-        """The parent's summary metrics and best child; returns the scored children."""
+    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[int, list]:
+        """The parent's summary metrics and best child; returns the number of children and the scored ones."""
         objective, direction = config.trainer.objective, config.trainer.objective_direction
         children = client.search_runs(
             [sweep["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{sweep['parent_run_id']}'"
@@ -133,7 +138,7 @@ class SweepCallback(Callback):
             client.set_tag(parent_id, "best_run_id", best_run_id)
             client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
             log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
-        return scored
+        return len(children), scored
 
 
 def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[str], objective: str) -> None:
