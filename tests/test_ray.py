@@ -3,6 +3,9 @@ MLflow parent run with a child per job, records written once and reused by the o
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -22,6 +25,9 @@ def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
                             f"paths.output_dir={outputs}", env=env)
         listening = listening_addresses(session)  # the cluster's processes, its workers included
     assert result.returncode == 0, result.stderr[-3000:]
+    # Its address, which `ray start` notes for address="auto", goes with it: a later `auto` must not wait on it.
+    noted = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    assert not noted.is_file() or noted.read_text().strip() != address
     assert listening and all(is_loopback(address) for address in listening), listening
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")

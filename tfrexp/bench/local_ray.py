@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,3 +58,8 @@ def ray_head(cwd: Path, num_cpus: int = 2) -> Iterator[tuple[str, dict, int]]:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
         log.close()
+        # `ray start` notes its address for address="auto"; left behind, it sends a later `auto` to a head that
+        # is gone (Ray then waits on it for ever). `ray stop` would remove it, but stops every cluster.
+        noted = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if noted.is_file() and noted.read_text().strip() == address:
+            noted.unlink(missing_ok=True)
