@@ -130,3 +130,11 @@ def test_a_port_in_use_is_refused_in_one_line_and_nothing_is_started(server_root
     assert result.stderr.strip().splitlines() == [expected + "choose another port"]
     assert list(server_root.iterdir()) == [], "refused before anything was created"
     assert _listening(other) == []
+
+
+def test_a_root_that_is_a_file_is_refused_in_one_line(tmp_path):
+    """It was a NotADirectoryError traceback from the clean-up of a previous start."""
+    taken = tmp_path / "afile"
+    taken.write_text("")
+    with pytest.raises(server.ServerError, match="afile: not a folder"):
+        server.start(taken, free_port(), free_port())

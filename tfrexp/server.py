@@ -46,6 +46,8 @@ def start(root: str | Path, port: int = 5001, pg_port: int = 5433, *, workers: i
     On any failure what this call started is stopped again before the error is raised.
     """
     root = Path(root).resolve()
+    if root.exists() and not root.is_dir():
+        raise ServerError(f"--root {root}: not a folder")
     bindir = pg_bindir()  # before anything is touched: without PostgreSQL there is nothing to do
     running = _running_uri(root, bindir)
     if running:
