@@ -148,6 +148,26 @@ def test_parallel_runs_that_race_on_logging_the_same_dataset_retry(store, tmp_pa
     assert len(calls) == 2 and len(client.get_run(run.info.run_id).inputs.dataset_inputs) == 1
 
 
+def test_an_experiment_created_by_another_process_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two sweeps starting at once against a server: the slower one's create_experiment met the other's
+    experiment (RESOURCE_ALREADY_EXISTS, mlflow issue 4123) and the sweep could not start."""
+    uri = f"sqlite:///{tmp_path}/race.db"
+    settings = TrackingConfig(uri=uri, experiment="raced")
+    real = mlflow.get_experiment_by_name
+    looks = []
+
+    def not_yet_then_real(name):  # the other process creates it between our look and our create
+        looks.append(name)
+        if len(looks) == 1:
+            MlflowClient(uri).create_experiment(name)
+            return None
+        return real(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet_then_real)
+    experiment_id = tracking.connect(settings)
+    assert experiment_id == MlflowClient(uri).get_experiment_by_name("raced").experiment_id
+
+
 def test_where_to_look_names_the_ui_command():
     assert tracking.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
     assert "make ui" in tracking.where_to_look(tracking.DEFAULT_STORE, "1", "r")

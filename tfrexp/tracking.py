@@ -39,12 +39,9 @@ class TrackingError(TfrexpError):
 
 
 def connect(tracking: TrackingConfig) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id.
-
-    Done before any data work, so an unreachable server stops the run at once.
-    """
-    uri = tracking.uri
-    parsed = urlparse(uri)
+    """Point MLflow at the store and make sure the experiment exists; returns its id. Done before any data
+    work, so an unreachable server stops the run at once."""
+    uri, parsed = tracking.uri, urlparse(tracking.uri)
     server = parsed.scheme in {"http", "https"}
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
@@ -62,13 +59,16 @@ def connect(tracking: TrackingConfig) -> str:
             if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return experiment.experiment_id
-        location = tracking.artifact_location
-        if server:
-            location = None  # a server stores artifacts where it was told to (its artifact proxy)
-        elif location and "://" not in location:
+        location = None if server else tracking.artifact_location  # a server keeps artifacts where told to
+        if location and "://" not in location:
             location = Path(location).resolve().as_uri()
-        return mlflow.create_experiment(tracking.experiment, artifact_location=location,
-                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        try:
+            return mlflow.create_experiment(tracking.experiment, artifact_location=location,
+                                            tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        except MlflowException as error:  # another process created it first (mlflow issue 4123): use theirs
+            if error.error_code == "RESOURCE_ALREADY_EXISTS":
+                return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
+            raise
     except (MlflowException, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line})") from None
