@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tfrexp import job, sources
+from tfrexp.bench import local_ray
 from tfrexp.config.schema import Config
-from tfrexp.bench.local_ray import RAY_ON_LOOPBACK, ray_head  # noqa: F401 -- the tests start Ray as the bench does
 from tfrexp.records.writer import RecordSet, ensure_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +105,12 @@ def stop_mlflow_server(server: subprocess.Popen, kill: bool = False) -> None:
     """Stop the server and its worker processes (SIGKILL when kill=True, as a crash would)."""
     os.killpg(server.pid, signal.SIGKILL if kill else signal.SIGTERM)
     server.wait(timeout=30)
+
+
+def ray_head(cwd: Path, num_cpus: int = 2):
+    """A real Ray head on 127.0.0.1 as the bench starts it (tfrexp.bench.local_ray), its jobs in a user's
+    environment."""
+    return local_ray.ray_head(cwd, num_cpus, base_env=user_environment())
 
 
 def listening_addresses(session: int) -> list[str]:

@@ -26,11 +26,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ray_head(cwd: Path, num_cpus: int = 2) -> Iterator[tuple[str, dict, int]]:
-    """Yields the head's address, the environment a process needs to connect to it, and the session id of
-    the cluster's processes. Jobs' workers start in `cwd`, where the head's log is written too."""
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    env.update(RAY_ON_LOOPBACK)
+def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None) -> Iterator[tuple[str, dict, int]]:
+    """Yields the head's address, the environment a process needs to connect to it (`base_env`, else this
+    process's, made to keep Ray on loopback), and the session id of the cluster's processes. Jobs' workers
+    start in `cwd`, with that environment; the head's log is written there too."""
+    env = {**(os.environ if base_env is None else base_env), **RAY_ON_LOOPBACK}
     ray = str(Path(sys.executable).with_name("ray"))
     address = f"127.0.0.1:{_free_port()}"
     log = open(cwd / "ray-head.log", "w")
