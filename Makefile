@@ -43,11 +43,11 @@ ui: $(INSTALLED) ## the MLflow UI over the default store, on http://127.0.0.1:$(
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 server: $(INSTALLED) ## a shared MLflow server for parallel jobs (PostgreSQL store under outputs/server/) on 127.0.0.1:$(SERVER_PORT)
-	$(BIN)/python -m tfrexp.server start --root outputs/server --port $(SERVER_PORT) $(ARGS)
+	$(BIN)/python -m tfrexp.tracking.server start --root outputs/server --port $(SERVER_PORT) $(ARGS)
 
 server-stop: ## stop `make server` (the MLflow server and its PostgreSQL)
-	$(BIN)/python -m tfrexp.server stop --root outputs/server
+	$(BIN)/python -m tfrexp.tracking.server stop --root outputs/server
 
 clean: ## delete outputs/ (records, runs, the MLflow store; a running `make server` is stopped first); keeps .venv
-	test ! -f outputs/server/server.json || $(BIN)/python -m tfrexp.server stop --root outputs/server
+	test ! -f outputs/server/server.json || $(BIN)/python -m tfrexp.tracking.server stop --root outputs/server
 	rm -rf outputs/*

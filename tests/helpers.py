@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tfrexp import job, sources
+from tfrexp import run_context, sources
 from tfrexp.bench import local_ray
 from tfrexp.config.schema import Config
 from tfrexp.records.writer import RecordSet, ensure_records
 
 REPO = Path(__file__).resolve().parent.parent
 
-compose_config = job.compose  # the real config tree with overrides, as the entrypoint gets it
+compose_config = run_context.compose  # the real config tree with overrides, as the entrypoint gets it
 
 
 def write_records(settings: Config) -> RecordSet:
@@ -50,9 +50,9 @@ def run_tfrexp(*arguments: str, env: dict | None = None, cwd: Path = REPO, timeo
 
 WRITER = """
 import sys
-from tfrexp import config, job, sources
+from tfrexp import config, run_context, sources
 from tfrexp.records.writer import ensure_records
-settings = config.to_settings(job.compose(*sys.argv[1:]))
+settings = config.to_settings(run_context.compose(*sys.argv[1:]))
 print("started", flush=True)
 record_set = ensure_records(sources.build(settings.dataset), settings.writer, settings.paths.records_dir)
 print("REUSED" if record_set.reused else "WROTE", record_set.directory, flush=True)

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import run_tfrexp
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 pytestmark = pytest.mark.slow
 

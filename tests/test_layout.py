@@ -1,5 +1,6 @@
 """The house rules of the package, checked on its source: small modules, imports that follow the data flow
-(no loop between folders), records that never import a source, a config that imports no other layer."""
+(no loop between folders, nothing through the root package), MLflow spoken to from tfrexp/tracking/ alone,
+records that never import a source, a config that imports no other layer."""
 
 from __future__ import annotations
 
@@ -29,6 +30,29 @@ def _imports(path: Path, top_level_only: bool = False) -> set[str]:
             submodules = {f"{node.module}.{alias.name}" for alias in node.names} & set(modules)
             found |= submodules or {node.module}
     return {name for name in found if name in modules and name != "tfrexp"}
+
+
+def _third_party_imports(source: str) -> set[str]:
+    """The top-level names of every package a source imports, at any level (function-level imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _imports_the_root_package(source: str) -> bool:
+    """`import tfrexp` or `from tfrexp import <not a module>` (its version, its lazy API)."""
+    modules = _modules()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import) and any(alias.name == "tfrexp" for alias in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "tfrexp" and node.level == 0:
+            if any(f"tfrexp.{alias.name}" not in modules for alias in node.names):
+                return True
+    return False
 
 
 def _folder(module: str) -> str:
@@ -76,6 +100,27 @@ def test_the_root_package_imports_nothing_of_ours_at_start():
     assert _imports(PACKAGE / "__init__.py", top_level_only=True) == set()
 
 
+def test_only_the_tracking_package_imports_mlflow():
+    speaking = sorted(str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
+                      if "mlflow" in _third_party_imports(path.read_text()))
+    assert speaking and all(path.startswith("tfrexp/tracking/") for path in speaking), speaking
+
+
+def test_an_mlflow_import_is_found_at_any_level():
+    assert "mlflow" in _third_party_imports("def f():\n    from mlflow.tracking import MlflowClient\n")
+    assert "mlflow" in _third_party_imports("import mlflow.keras\n")
+    assert "mlflow" not in _third_party_imports("from tfrexp.tracking import store\n")
+
+
+def test_nothing_inside_imports_the_root_package():
+    through_root = sorted(str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
+                          if path.parent != PACKAGE or path.name not in {"__init__.py", "__main__.py"}
+                          if _imports_the_root_package(path.read_text()))
+    assert through_root == []
+    assert _imports_the_root_package("import tfrexp\n") and _imports_the_root_package("from tfrexp import __version__\n")
+    assert not _imports_the_root_package("from tfrexp import config\n")
+
+
 def test_no_import_loop_between_folders():
     assert _cycle(_folder_graph()) is None
 
@@ -90,4 +135,5 @@ def test_imports_follow_the_data_flow():
     assert "tfrexp.sources" not in graph["tfrexp.records"], "records must not import a source"
     assert graph["tfrexp.config"] <= {"tfrexp.errors"}, "the config imports no other layer"
     assert graph["tfrexp.records"] <= {"tfrexp.config", "tfrexp.errors"}
+    assert graph["tfrexp.tracking"] <= {"tfrexp.config", "tfrexp.errors", "tfrexp.records"}, "tracking logs, it runs nothing"
     assert "tfrexp.experiment" not in graph["tfrexp.bench"], "the bench calls the API, it does not rebuild runs"

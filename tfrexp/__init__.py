@@ -4,11 +4,9 @@
 imported on first use, so that `import tfrexp` stays light.
 """
 
-import time
+from importlib.metadata import version
 
-__version__ = "0.1.0"
-
-STARTED = time.perf_counter()  # when the package was first imported: the start of a `tfrexp` process
+__version__ = version("tfrexp")  # pyproject.toml's, as installed
 
 _API = ("run", "compose", "load_split")
 

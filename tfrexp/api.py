@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from omegaconf import DictConfig
 
-from tfrexp import config, job
+from tfrexp import config, run_context
 from tfrexp.config.schema import PipelineConfig
+from tfrexp.training.backend import prepare_backend
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -29,19 +31,20 @@ if TYPE_CHECKING:
 
 def compose(overrides: Sequence[str] | None = None) -> DictConfig:
     """The config `tfrexp <overrides>` would run, checked (a bad value raises ConfigError)."""
-    cfg = job.compose(*(overrides or []))
-    job.check(cfg)
-    return cfg
+    composed = run_context.compose(*(overrides or []))
+    run_context.check(composed)
+    return composed
 
 
 def run(overrides: Sequence[str] | None = None) -> RunResult:
     """Run one experiment in this process, as `tfrexp <overrides>` does; returns its RunResult."""
-    composed = job.compose(*(overrides or []), return_hydra_config=True)
-    settings, source = job.check(composed)
+    started = time.perf_counter()  # the run's startup_seconds count from this call
+    composed = run_context.compose(*(overrides or []), return_hydra_config=True)
+    settings, source = run_context.check(composed)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     run_dir = Path(settings.paths.output_dir) / "runs" / f"{stamp}-{os.getpid()}"
-    context = job.context(job.task_config(composed), composed.hydra, settings, run_dir)
-    job.prepare_backend(settings.trainer)
+    context = run_context.run_context(composed, composed.hydra, settings, run_dir, started)
+    prepare_backend(settings.trainer)
     import keras
 
     from tfrexp import experiment
@@ -51,13 +54,16 @@ def run(overrides: Sequence[str] | None = None) -> RunResult:
     return experiment.run(settings, source, context)
 
 
-def load_split(records_dir: str | Path, split: str, batch_size: int = 128, training: bool = False,
+def load_split(records_dir: str | Path, split: str, batch_size: int | None = None, training: bool = False,
                seed: int = 0, **pipeline: object) -> tf.data.Dataset:
     """A record version's split as our pipeline builds it: batches of (uint8 images, int64 labels).
-    `training=True` shuffles; other `pipeline` settings (cache, parallelism, ...) as in the config."""
+    `batch_size` and the other `pipeline` settings (cache, parallelism, ...) default as in the config;
+    `training=True` shuffles."""
     from tfrexp.pipeline import build_dataset
     from tfrexp.records.manifest import read_manifest
 
     directory = Path(records_dir)
-    settings = config.typed(PipelineConfig, {"batch_size": batch_size, **pipeline}, "pipeline")
+    if batch_size is not None:
+        pipeline["batch_size"] = batch_size
+    settings = config.typed(PipelineConfig, pipeline, "pipeline")
     return build_dataset(directory, read_manifest(directory), split, settings, training=training, seed=seed)

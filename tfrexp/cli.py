@@ -19,22 +19,29 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from tfrexp import config, job
-from tfrexp.errors import TfrexpError
+from tfrexp import config, run_context
+from tfrexp.errors import TfrexpError, exit_with_error
+from tfrexp.training.backend import prepare_backend
 
 log = logging.getLogger("tfrexp")
 
-job.register_schemas()
+
+def main() -> None:
+    """The command: register the schemas the config tree is typed with, then let Hydra compose and run."""
+    run_context.register_schemas()
+    run_job()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
-    hydra_cfg = HydraConfig.get()
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+def run_job(composed: DictConfig) -> float:
+    """One job (the run, or one job of a sweep); returns the objective a sweeper optimises."""
+    hydra_config = HydraConfig.get()
+    in_sweep = hydra_config.mode == RunMode.MULTIRUN
     try:
-        settings, source = job.check(cfg)
-        context = job.context(cfg, hydra_cfg, settings, Path(hydra_cfg.runtime.output_dir))
-        job.prepare_backend(settings.trainer)
+        settings, source = run_context.check(composed)
+        context = run_context.run_context(composed, hydra_config, settings, Path(hydra_config.runtime.output_dir),
+                                          run_context.process_start())
+        prepare_backend(settings.trainer)
         from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 
         result = experiment.run(settings, source, context)
@@ -51,10 +58,10 @@ def main(cfg: DictConfig) -> float:
             # The job's MLflow run is already FAILED. Optuna marks a trial that raises as failed and goes
             # on (max_failure_rate); Hydra's basic sweeper would stop the sweep, so there it scores NaN.
             log.error("job failed: %s", error, exc_info=not isinstance(error, TfrexpError))
-            if "optuna" in str(OmegaConf.select(hydra_cfg, "sweeper._target_")):
+            if "optuna" in str(OmegaConf.select(hydra_config, "sweeper._target_")):
                 raise
             return math.nan
-        _refuse(error)
+        exit_with_error(error)
 
 
 class ConfigCheck(Callback):
@@ -70,16 +77,11 @@ class ConfigCheck(Callback):
     @staticmethod
     def _check(composed: DictConfig) -> None:
         try:
-            job.check(composed)
+            run_context.check(composed)
         except TfrexpError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            _refuse(error)
-
-
-def _refuse(error: Exception) -> None:
-    print(f"tfrexp: error: {error}", file=sys.stderr)
-    sys.exit(2)
+            exit_with_error(error)
 
 
 if __name__ == "__main__":

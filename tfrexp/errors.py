@@ -1,4 +1,9 @@
-"""Errors a user can act on. The entrypoints print their message as one line, without a traceback."""
+"""Errors a user can act on, and the one way a command ends on one: `<command>: error: <message>`, exit 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 
 class TfrexpError(Exception):
@@ -19,3 +24,9 @@ class RecordsError(TfrexpError):
 
 class TrainingDiverged(TfrexpError):
     """The loss became NaN or infinite."""
+
+
+def exit_with_error(message: object, command: str = "tfrexp") -> NoReturn:
+    """End a command with its error as one line on stderr (no traceback) and exit status 2."""
+    print(f"{command}: error: {message}", file=sys.stderr)
+    sys.exit(2)

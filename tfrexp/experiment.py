@@ -7,7 +7,6 @@ signature. Returns a `RunResult`, which the CLI prints, the Python API returns a
 from __future__ import annotations
 
 import inspect
-import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,22 +14,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
-import mlflow
 import tensorflow as tf
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from tfrexp import tracking, training
-from tfrexp.callbacks import EpochMetricsLogger, Interrupts, training_callbacks
 from tfrexp.config.schema import Config
 from tfrexp.errors import ConfigError, DataError, RecordsError
-from tfrexp.job import RunContext
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
 from tfrexp.records.examples import ExampleSource
 from tfrexp.records.verify import bad_shards_message
 from tfrexp.records.writer import ensure_records
-
-log = logging.getLogger(__name__)
+from tfrexp.run_context import RunContext
+from tfrexp.tracking.run import tracked_run
+from tfrexp.tracking.store import where_to_look
+from tfrexp.training import fit
+from tfrexp.training.callbacks import EpochMetricsLogger, Interrupts, training_callbacks
 
 
 @dataclass(frozen=True)
@@ -54,40 +52,32 @@ class RunResult:
         return "\n".join([
             f"records : {self.records_dir} ({'reused' if self.records_reused else 'written'})",
             f"run     : {self.run_id} ({self.run_name}) in experiment '{self.experiment}', {self.tracking_uri}",
-            f"ui      : {tracking.where_to_look(self.tracking_uri, self.experiment_id, self.run_id)}",
+            f"ui      : {where_to_look(self.tracking_uri, self.experiment_id, self.run_id)}",
             "result  : " + ", ".join(f"{key}={value:.4f}" for key, value in self.test_metrics.items()),
         ])
 
 
 def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResult:
-    """Run the experiment; the MLflow run ends FINISHED, FAILED or KILLED whatever happens."""
+    """Run the experiment inside one tracked run, which ends FINISHED, FAILED or KILLED whatever happens."""
     keras.utils.set_random_seed(settings.trainer.seed)
     build_model = model_builder(settings.model)
-    experiment_id = tracking.connect(settings.tracking)
-    identity = context.identity
-    digest = tracking.config_digest(context.resolved_config)
-    backups = Path(settings.paths.output_dir) / "backups"
-    resume_id = _run_to_resume(experiment_id, digest, backups) if settings.trainer.resume else None
+    output_dir = Path(settings.paths.output_dir)
+    backups = output_dir / "backups"  # Keras' BackupAndRestore: one folder per run id
     interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
-    tags = {**identity.tags, "config.digest": digest}
-    with interrupts.installed(), tracking.start_run(
-        experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id, settings.tracking.system_metrics
-    ) as active_run:
-        run_id = active_run.info.run_id
-        if resume_id is None:  # a resumed run logged its config and inputs the first time
-            tracking.log_config(context.resolved_config, context.config_yaml)
+    with interrupts.installed(), tracked_run(
+        settings.tracking, context.identity, context.resolved_config, context.config_yaml,
+        resume_backups=backups if settings.trainer.resume else None,
+    ) as tracked:
         records = ensure_records(source, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
-        tracking.log_records(records.directory, manifest, records.reused)
-        if resume_id is None:
-            tracking.log_datasets(records.directory, manifest.dataset, manifest.fingerprint, list(manifest.splits))
+        tracked.log_records(records.directory, manifest, records.reused)
 
         if "train" not in manifest.splits:
             raise DataError(f"dataset {manifest.dataset}: no 'train' split to train on (it has "
                             f"{sorted(manifest.splits)}); check dataset.source")
-        device = training.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile,
-                                           settings.trainer.distribution)
-        mlflow.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
+        device = fit.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile,
+                                      settings.trainer.distribution)
+        tracked.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
         plan = fit_plan(manifest.splits["train"].num_examples, settings.pipeline, settings.trainer.epochs)
         cache_dir = context.run_dir / "tfdata-cache"
         ready = ReadyTimes()
@@ -99,18 +89,18 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
 
         with device.strategy.scope():
             model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
-            training.compile_model(model, settings.trainer, plan, device)
-        mlflow.log_text(_summary(model), "model_summary.txt")
-        # Values the store does not take are kept; on any way out they are written here, and a resumed run
-        # (same run id) sends them.
-        metrics = tracking.MetricBuffer(Path(settings.paths.output_dir) / "unsent" / run_id / "unsent_metrics.json")
-        logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready)
+            fit.compile_model(model, settings.trainer, plan, device)
+        tracked.log_text(_summary(model), "model_summary.txt")
+        # Values the store does not take are kept; on any way out they are written to a file, and a resumed
+        # run (same run id) sends them.
+        metrics = tracked.metric_buffer(output_dir / "unsent")
+        logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready, started=context.started)
         fit_started = time.perf_counter()
         try:
-            history = training.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose,
-                                   training_callbacks(interrupts, logger, backups / run_id))
+            history = fit.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose,
+                              training_callbacks(interrupts, logger, backups / tracked.run_id))
             fit_seconds = time.perf_counter() - fit_started
-            test_metrics = training.evaluate(model, evaluation["test"]) if "test" in evaluation else {}
+            test_metrics = fit.evaluate(model, evaluation["test"]) if "test" in evaluation else {}
             metrics.log({**test_metrics, "fit_seconds": fit_seconds})
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError, tf.errors.NotFoundError,
                 tf.errors.InvalidArgumentError) as error:
@@ -125,34 +115,20 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             raise
         metrics.give_up(settings.tracking.uri)
         if "test" in evaluation:
-            labels, predictions = training.predict_classes(model, evaluation["test"])
-            tracking.log_report(history, labels, predictions, manifest.class_names)
+            labels, predictions = fit.predict_classes(model, evaluation["test"])
+            tracked.log_report(history, labels, predictions, manifest.class_names)
         if settings.tracking.log_model:
             sample = evaluation["test"] if "test" in evaluation else train
             example_images, _ = next(iter(sample.take(1)))
-            tracking.log_model(model, example_images.numpy()[:8])
+            tracked.log_model(model, example_images.numpy()[:8])
         shutil.rmtree(cache_dir, ignore_errors=True)
         objective = _objective(settings.trainer.objective, history, test_metrics)
 
-    return RunResult(run_id=run_id, run_name=identity.run_name, experiment=settings.tracking.experiment,
-                     experiment_id=experiment_id,
+    return RunResult(run_id=tracked.run_id, run_name=context.identity.run_name,
+                     experiment=settings.tracking.experiment, experiment_id=tracked.experiment_id,
                      tracking_uri=settings.tracking.uri, test_metrics=test_metrics, objective=objective,
                      records_dir=records.directory, records_reused=records.reused, fit_seconds=fit_seconds,
                      startup_seconds=logger.startup_seconds)
-
-
-def _run_to_resume(experiment_id: str, digest: str, backups: Path) -> str | None:
-    """The latest interrupted run of this config, if it has a backup to resume from; else None, saying why."""
-    run_id = tracking.find_interrupted_run(experiment_id, digest)
-    if run_id is None:
-        log.info("trainer.resume: no interrupted run of this config; starting a new run")
-        return None
-    if not (backups / run_id).is_dir() or not any((backups / run_id).iterdir()):
-        log.warning("trainer.resume: run %s has no backup to resume from (it ended after training); starting a new "
-                    "run", run_id)
-        return None
-    log.info("trainer.resume: continuing run %s from its last finished epoch", run_id)
-    return run_id
 
 
 def model_builder(node: Any) -> Callable[..., keras.Model]:

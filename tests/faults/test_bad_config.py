@@ -1,4 +1,4 @@
-"""Point 6: bad configuration and bad paths stop before any work, in one line, creating nothing."""
+"""Bad configuration and bad paths stop before any work, in one line, creating nothing."""
 
 from __future__ import annotations
 

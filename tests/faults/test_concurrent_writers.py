@@ -1,4 +1,4 @@
-"""Point 3: processes asking for the same version at once: one writes, the others wait and reuse; a lock
+"""Processes asking for the same version at once: one writes, the others wait and reuse; a lock
 left by a killed writer blocks no one."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from helpers import start_writer
-from tfrexp import config, job, sources
+from tfrexp import config, run_context, sources
 from tfrexp.records.writer import lock_path, version_fingerprint
 
 
@@ -59,7 +59,7 @@ def _probe(lock) -> str:
 def test_a_killed_lock_holder_blocks_no_one(tmp_path, data_dir):
     overrides = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={data_dir}",
                  "dataset.max_examples_per_split=5000"]
-    settings = config.to_settings(job.compose(*overrides))
+    settings = config.to_settings(run_context.compose(*overrides))
     version, _ = version_fingerprint(sources.build(settings.dataset), settings.writer)
     root = settings.paths.records_dir / "mnist"
     root.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Point 2: flipped or cut bytes in a shard are found by `tfrexp-records verify` and stop training with the
+"""Flipped or cut bytes in a shard are found by `tfrexp-records verify` and stop training with the
 shard's name and how to rebuild; the MLflow run ends FAILED with that message."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import run_tfrexp
-from tfrexp import config, job
+from tfrexp import config, run_context
 from helpers import write_records
 
 SLICE = ["dataset.max_examples_per_split=2000", "writer.shard_size_mb=0.5"]
@@ -18,7 +18,7 @@ SLICE = ["dataset.max_examples_per_split=2000", "writer.shard_size_mb=0.5"]
 
 @pytest.fixture
 def version(tmp_path, data_dir):
-    settings = config.to_settings(job.compose(f"paths.output_dir={tmp_path / 'outputs'}",
+    settings = config.to_settings(run_context.compose(f"paths.output_dir={tmp_path / 'outputs'}",
                                                  f"paths.data_dir={data_dir}", *SLICE))
     return write_records(settings)
 

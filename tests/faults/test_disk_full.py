@@ -1,4 +1,4 @@
-"""Point 8: the disk fills up while writing: a clear error, the previous good version untouched, no half
+"""The disk fills up while writing: a clear error, the previous good version untouched, no half
 version left. A real 3 MB tmpfs when this machine lets the test mount one, else an injected ENOSPC."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tfrexp import config, job
+from tfrexp import config, run_context
 from tfrexp.errors import RecordsError
 from tfrexp.records.verify import verify_version
 from helpers import write_records
@@ -50,7 +50,7 @@ def small_disk(request, tmp_path, monkeypatch):
 
 def test_a_full_disk_is_a_clear_error_and_the_old_version_survives(small_disk, data_dir):
     def settings(examples):
-        return config.to_settings(job.compose(f"paths.output_dir={small_disk.path / 'outputs'}",
+        return config.to_settings(run_context.compose(f"paths.output_dir={small_disk.path / 'outputs'}",
                                                  f"paths.data_dir={data_dir}",
                                                  f"dataset.max_examples_per_split={examples}"))
 

@@ -1,4 +1,4 @@
-"""Point 5: a loss that turns NaN stops the run at once with its reason; the run ends FAILED; a sweep goes on."""
+"""A loss that turns NaN stops the run at once with its reason; the run ends FAILED; a sweep goes on."""
 
 from __future__ import annotations
 

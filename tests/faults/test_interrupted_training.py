@@ -1,4 +1,4 @@
-"""Point 4: SIGINT or SIGTERM during fit ends the run KILLED with the last epoch saved; trainer.resume=true
+"""SIGINT or SIGTERM during fit ends the run KILLED with the last epoch saved; trainer.resume=true
 continues it, in the same MLflow run, with no duplicate or missing epoch."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Point 1: a writer killed half-way (SIGKILL, one worker or several) leaves no finished version; the next
+"""A writer killed half-way (SIGKILL, one worker or several) leaves no finished version; the next
 run writes it cleanly and leaves no temporary folder behind."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import signal
 import pytest
 
 from helpers import start_writer, wait_for
-from tfrexp import config, job
+from tfrexp import config, run_context
 from tfrexp.records.verify import verify_version
 from helpers import write_records
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_a_killed_writer_leaves_nothing_that_looks_finished(tmp_path, photos, wo
     finished = [path for path in root.iterdir() if (path / "manifest.json").exists()]
     assert finished == [] and list(root.glob(".tmp-*")), "the killed writer's staging folder is all there is"
 
-    settings = config.to_settings(job.compose(*overrides))
+    settings = config.to_settings(run_context.compose(*overrides))
     record_set = write_records(settings)
     assert not record_set.reused
     assert list(root.glob(".tmp-*")) == [] and list(root.glob(".old-*")) == []

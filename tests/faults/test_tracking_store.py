@@ -1,4 +1,4 @@
-"""Point 7: the MLflow server unreachable at start stops the run before any work; killed during training,
+"""The MLflow server unreachable at start stops the run before any work; killed during training,
 training still finishes, unsent metric values are retried, and what never got through fails the run
 loudly and is saved to a file: nothing is dropped silently (at least once: a value the server stored but
 could not confirm as it died is kept as well)."""

@@ -1,6 +1,7 @@
 """`tfrexp-bench`: our writer, input pipelines, training and start-up against the obvious way of doing the
 same work, on this machine, in one run. One module per case; `measure` holds what they share, `walkthrough`
-the baselines, `cli` the command and its report."""
+the baselines, `cli` the command and its report; `synthetic` makes the generated cats-vs-dogs folder that the
+bench and the tests use."""
 
 import os
 

@@ -14,7 +14,7 @@ from tfrexp.records import reader
 from tfrexp.records.encoding import PixelEncoder
 from tfrexp.records.examples import ExampleSource, Skipped
 from tfrexp.records.writer import RecordSet, ensure_records
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 
 def bench_catdog(bench: Bench) -> list[Row]:

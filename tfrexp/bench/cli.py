@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfrexp import config, job
+from tfrexp import config, run_context
 from tfrexp.bench.catdog import bench_catdog
 from tfrexp.bench.measure import Bench, Row
 from tfrexp.bench.mnist_io import bench_input, bench_writer
@@ -100,21 +100,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _log_to_mlflow(report: dict, table: str) -> None:
-    import mlflow
+    from tfrexp.tracking.names import JobIdentity
+    from tfrexp.tracking.run import tracked_run
 
-    from tfrexp import tracking
-
-    settings = config.to_settings(job.compose("tracking.experiment=bench")).tracking
-    experiment_id = tracking.connect(settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"bench-{report['date']}"):
-        mlflow.log_params({f"machine.{key}": value for key, value in report["machine"].items()})
+    settings, _ = run_context.check(run_context.compose("tracking.experiment=bench", "tracking.system_metrics=false"))
+    with tracked_run(settings.tracking, JobIdentity(f"bench-{report['date']}", {}, None)) as tracked:
+        tracked.log_params({f"machine.{key}": value for key, value in report["machine"].items()})
+        metrics = {}
         for row in report["rows"]:
             name = re.sub(r"[^a-z0-9]+", "_", row["case"].lower()).strip("_")[:80]  # a metric name MLflow takes
-            mlflow.log_metric(f"{name}.ours", row["ours"])
+            metrics[f"{name}.ours"] = row["ours"]
             if row["ratio"] is not None:
-                mlflow.log_metric(f"{name}.ratio", row["ratio"])
-        mlflow.log_text(table, "bench.md")
-        mlflow.log_dict(report, "bench.json")
+                metrics[f"{name}.ratio"] = row["ratio"]
+        tracked.log_metrics(metrics)
+        tracked.log_text(table, "bench.md")
+        tracked.log_dict(report, "bench.json")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfrexp import config, job, sources
+from tfrexp import run_context
 from tfrexp.config.schema import Config
 from tfrexp.records.examples import ExampleSource
 
@@ -53,8 +53,7 @@ class Bench:
         return [f"paths.output_dir={self.work_dir}", *extra]
 
     def settings(self, *overrides: str) -> tuple[Config, ExampleSource]:
-        settings = config.to_settings(job.compose(*self.overrides(*overrides)))
-        return settings, sources.build(settings.dataset)
+        return run_context.check(run_context.compose(*self.overrides(*overrides)))
 
 
 def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:

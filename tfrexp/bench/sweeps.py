@@ -13,10 +13,9 @@ import subprocess
 import sys
 import time
 
-from mlflow.tracking import MlflowClient
-
 from tfrexp.bench.measure import Bench, Row
 from tfrexp.records.writer import ensure_records
+from tfrexp.tracking.store import latest_sweep_children
 
 JOBS = 8
 WORKERS = 2
@@ -60,11 +59,7 @@ def _sweep(bench: Bench, mode: str, workers: int, launcher: list[str], env: dict
 
 
 def _children_fit_seconds(bench: Bench, experiment: str) -> list[float]:
-    client = MlflowClient(f"sqlite:///{bench.work_dir}/mlflow.db")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    [parent] = client.search_runs([experiment_id], "tags.`sweep.role` = 'parent'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = latest_sweep_children(f"sqlite:///{bench.work_dir}/mlflow.db", experiment)
     if len(children) != JOBS or any(run.info.status != "FINISHED" for run in children):
         raise RuntimeError(f"{experiment}: expected {JOBS} finished children, got "
                            f"{[run.info.status for run in children]}")

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
-from mlflow.tracking import MlflowClient
-
 from tfrexp import api
 from tfrexp.bench.measure import Bench, Row, median_seconds
 from tfrexp.records.writer import ensure_records
+from tfrexp.tracking.store import latest_run, run_metrics
 
 TRAINING_SLICE = 6000  # examples per split: a few hundred steps, enough for the per-epoch figures to settle
 
@@ -23,7 +22,7 @@ def bench_training(bench: Bench) -> list[Row]:
     overrides = bench.overrides(f"dataset.max_examples_per_split={TRAINING_SLICE}", "trainer.epochs=1",
                                 "trainer.verbose=0", "tracking.log_model=false", "tracking.experiment=bench")
     result = api.run(overrides)
-    metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+    metrics = run_metrics(result.tracking_uri, result.run_id)
     rows = [Row("training: default config, 1 epoch on a 6,000-image slice of MNIST", "examples/s",
                 metrics["examples_per_second"], target="input wait < 5%",
                 note=f"input wait {metrics['input_wait_share']:.1%} of the epoch; fit {result.fit_seconds:.1f} s")]
@@ -74,12 +73,7 @@ def _tfrexp(bench: Bench, *overrides: str) -> None:
 
 
 def _latest_run(bench: Bench, experiment: str, run_name: str | None = None):
-    client = MlflowClient(f"sqlite:///{bench.work_dir}/mlflow.db")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    name_filter = f"attributes.run_name = '{run_name}'" if run_name else ""
-    [latest] = client.search_runs([experiment_id], filter_string=name_filter,
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-    return latest
+    return latest_run(f"sqlite:///{bench.work_dir}/mlflow.db", experiment, run_name)
 
 
 def bench_startup(bench: Bench) -> list[Row]:

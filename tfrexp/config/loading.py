@@ -1,5 +1,5 @@
 """Where the shipped config tree is, the schema Hydra types it with, and turning a composed config into
-typed settings (composing itself is tfrexp.job.compose, which also registers the source kinds' schemas).
+typed settings (composing itself is tfrexp.run_context.compose, which also registers the source kinds' schemas).
 
 Hydra checks keys and types against the schema at compose time; `to_settings` then builds the dataclasses,
 whose `__post_init__` checks values. Nothing here imports TensorFlow, so a bad config costs well under a

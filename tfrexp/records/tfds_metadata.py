@@ -1,7 +1,7 @@
 """TFDS metadata beside a record version (`dataset_info.json`, `features.json`), written from the manifest,
 so that `tfds.builder_from_directory(<version folder>)` reads our records with no tfrexp installed.
 
-Our shards already carry TFDS's names (`<dataset>-<split>.tfrecord-NNNNN-of-MMMMM`); the manifest knows
+Our shards already carry TFDS's names (records/naming.py); the manifest knows
 every split's shard lengths and sizes, so no pass over the data is needed. Raw pixels are a fixed-shape
 uint8 tensor stored as bytes (exactly our `image` feature); PNG and JPEG are TFDS images.
 """
@@ -15,8 +15,10 @@ import numpy as np
 
 from tfrexp.config.schema import Compression, ImageEncoding
 from tfrexp.records.manifest import Manifest
+from tfrexp.records.naming import SHARD_TEMPLATE
 
 log = logging.getLogger(__name__)
+
 
 def write_tfds_metadata(directory: Path, manifest: Manifest) -> bool:
     """Write the metadata; False (and nothing written) for compressed records, which TFDS does not read."""
@@ -38,7 +40,7 @@ def write_tfds_metadata(directory: Path, manifest: Manifest) -> bool:
                    for split, info in manifest.splits.items()]
     tfds.folder_dataset.write_metadata(
         data_dir=str(directory), features=features, split_infos=split_infos,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
+        filename_template=SHARD_TEMPLATE, check_data=False,
         supervised_keys=("image", "label"),
         description=f"{manifest.dataset} written by tfrexp {manifest.tool_version} (fingerprint "
                     f"{manifest.fingerprint}); see manifest.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfrexp.errors import RecordsError
+from tfrexp.errors import RecordsError, exit_with_error
 from tfrexp.records import reader
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, read_manifest
 
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             print("rebuild with: tfrexp ... writer.force=true", file=sys.stderr)
             sys.exit(1)
     except RecordsError as error:
-        print(f"tfrexp-records: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(error, "tfrexp-records")
 
 
 if __name__ == "__main__":

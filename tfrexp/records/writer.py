@@ -11,6 +11,7 @@ import collections
 import datetime
 import errno
 import fcntl
+import importlib.metadata
 import itertools
 import logging
 import math
@@ -25,14 +26,22 @@ from typing import Iterator
 import tensorflow as tf
 from tqdm import tqdm
 
-import tfrexp
 from tfrexp.config.schema import WriterConfig
 from tfrexp.errors import DataError, RecordsError
 from tfrexp.records.encoding import PixelEncoder
 from tfrexp.records.examples import ExampleSource, Skipped, SplitExamples
-from tfrexp.records.manifest import MANIFEST_NAME, Manifest, Shard, SplitInfo, fingerprint, read_manifest
+from tfrexp.records.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    RecordSettings,
+    Shard,
+    SplitInfo,
+    fingerprint,
+    read_manifest,
+)
+from tfrexp.records.naming import shard_name
 from tfrexp.records.reader import compression_type
-from tfrexp.records.schema import FORMAT_VERSION, ExampleEncoder, describe
+from tfrexp.records.schema import ExampleEncoder, RecordSchema
 from tfrexp.records.tfds_metadata import write_tfds_metadata
 
 log = logging.getLogger(__name__)
@@ -111,27 +120,12 @@ def _finished_version(directory: Path) -> Manifest | None:
 def version_fingerprint(source: ExampleSource, writer: WriterConfig) -> tuple[str, dict]:
     """The fingerprint of the version a source and writer settings ask for, and the source identity."""
     identity = source.identity()
-    return fingerprint(identity, _writer_settings(writer), FORMAT_VERSION), identity
+    return fingerprint(identity, RecordSettings.of(writer)), identity
 
 
 def lock_path(root: Path, version: str) -> Path:
     """The file whose flock its writer holds; beside the versions, so a finished version stays clean."""
     return root / f".{version}.lock"
-
-
-def shard_name(dataset: str, split: str, index: int, count: int) -> str:
-    """TFDS-style shard names: mnist-train.tfrecord-00000-of-00004."""
-    return f"{dataset}-{split}.tfrecord-{index:05d}-of-{count:05d}"
-
-
-def _writer_settings(writer: WriterConfig) -> dict:
-    """Writer settings that change the records (`force` and `num_workers` do not)."""
-    return {
-        "shard_size_mb": writer.shard_size_mb,
-        "compression": writer.compression.value,
-        "image_encoding": writer.image_encoding.value,
-        "jpeg_quality": writer.jpeg_quality,
-    }
 
 
 def _write_version(
@@ -154,13 +148,13 @@ def _write_version(
     manifest = Manifest(
         dataset=source.name,
         fingerprint=version,
-        schema=describe(list(source.image_shape), writer.image_encoding),
+        schema=RecordSchema(list(source.image_shape), writer.image_encoding),
         splits=written,
         class_names=examples.class_names,
-        writer=_writer_settings(writer),
+        writer=RecordSettings.of(writer),
         source=identity,
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        tool_version=tfrexp.__version__,
+        tool_version=importlib.metadata.version("tfrexp"),
         skipped=skipped,
         files_found=examples.files_found,
     )
@@ -212,7 +206,7 @@ def write_split(
         name, split, count, num_shards, sum(s.num_bytes for s in shards) / 1e6, seconds,
         count / max(seconds, 1e-9),
     )
-    return SplitInfo(num_examples=count, shards=shards), skipped
+    return SplitInfo(shards), skipped
 
 
 def _reasons(skipped: list[dict]) -> str:

@@ -14,7 +14,7 @@ from tfrexp.errors import RecordsError
 from tfrexp.records import writer as records_writer
 from tfrexp.records.schema import ExampleEncoder
 from tfrexp.records.writer import version_fingerprint
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 SMALL = ["dataset=catdog", "dataset.image_shape=[32,32,3]", "writer.num_workers=1"]
 
@@ -65,7 +65,7 @@ def test_records_hold_no_feature_that_nothing_reads(make_settings):
     shard = record_set.manifest.shard_paths(record_set.directory, "train")[0]
     example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(shard)))).numpy())
     assert set(example.features.feature) == {"image", "label"}
-    assert set(record_set.manifest.schema["features"]) == {"image", "label"}
+    assert set(record_set.manifest.schema.to_json()["features"]) == {"image", "label"}
 
 
 def test_reuse_while_force_replaces_the_version_finds_a_whole_version(make_settings, monkeypatch):

@@ -9,14 +9,15 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import keras
 
-import tfrexp
 from tfrexp.errors import TrainingDiverged
 from tfrexp.pipeline import ReadyTimes
-from tfrexp.tracking import MetricBuffer
+
+if TYPE_CHECKING:
+    from tfrexp.tracking.metrics import MetricBuffer
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,14 @@ def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backu
 
 class EpochMetricsLogger(keras.callbacks.Callback):
     """Logs every metric Keras reports at the end of an epoch, with step = epoch number (1-based),
-    plus the epoch's wall time and throughput. Values the store does not take are kept and retried."""
+    plus the epoch's wall time and throughput. Values the store does not take are kept and retried.
+    `started` is when the process (or the API call) started, on the time.perf_counter clock."""
 
-    def __init__(self, examples_per_epoch: int, metrics: MetricBuffer, ready: ReadyTimes | None = None) -> None:
+    def __init__(self, examples_per_epoch: int, metrics: MetricBuffer, ready: ReadyTimes | None = None,
+                 started: float | None = None) -> None:
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
+        self.started = time.perf_counter() if started is None else started
         self.metrics = metrics  # keeps what the store does not take, to retry
         self.ready = ready  # when each training batch was ready: gives the time steps waited for input
         self._step_ends: list[float] = []
@@ -60,7 +64,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step_ends.append(time.perf_counter())
         if len(self._step_ends) == 1:
-            self.startup_seconds = self._step_ends[0] - tfrexp.STARTED
+            self.startup_seconds = self._step_ends[0] - self.started
             log.info("first training step done, %.1f s after start-up", self.startup_seconds)
 
     def _input_wait_seconds(self) -> float | None:

@@ -1,26 +1,32 @@
 """The sweep callback and the names of a sweep's runs, in-process against a SQLite store (the real sweeps
-run end to end in test_sweeps.py)."""
+run end to end in test_sweep_runs.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tfrexp import job, tracking
+from mlflow.exceptions import MlflowException
+
+from tfrexp import run_context
 from tfrexp.config.schema import TrackingConfig
-from tfrexp.run_identity import job_identity, read_sweep_file
-from tfrexp.sweep import SweepCallback
+from tfrexp.tracking import run as tracking_run
+from tfrexp.tracking import store
+from tfrexp.tracking.names import job_identity, read_sweep_file
+from tfrexp.tracking.sweep import SweepCallback
 
 
-def _sweep_config(tmp_path, *overrides):
-    cfg = job.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
-                      *overrides, return_hydra_config=True)
+def _sweep_config(tmp_path, *overrides, task=("model=cnn_small", "trainer.learning_rate=0.001,0.003")):
+    """The composed config of a sweep's master, as the sweep callback gets it, sweeping `task`."""
+    cfg = run_context.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                              "hydra.mode=MULTIRUN", *overrides, return_hydra_config=True)
     with open_dict(cfg):
-        cfg.hydra.overrides.task = ["model=cnn_small", "trainer.learning_rate=0.001,0.003"]
+        cfg.hydra.overrides.task = list(task)
     return cfg
 
 
@@ -34,7 +40,7 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
     parent = client.get_run(sweep["parent_run_id"])
     assert parent.info.status == "RUNNING" and parent.data.params["sweep.swept_keys"] == "trainer.learning_rate"
 
-    experiment_id = tracking.connect(TrackingConfig(uri=uri))
+    experiment_id = store.connect(TrackingConfig(uri=uri))
     for number, (rate, accuracy) in enumerate([("0.001", 0.91), ("0.003", 0.95)]):
         with open_dict(cfg):
             cfg.hydra.overrides.task = ["model=cnn_small", f"trainer.learning_rate={rate}"]
@@ -42,7 +48,7 @@ def test_a_sweep_is_a_parent_run_that_ends_with_its_best_child(tmp_path):
         identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
         assert identity.run_name == f"mnist-cnn_small-lr={rate}"
         assert identity.parent_run_id == parent.info.run_id and identity.tags["sweep.job"] == str(number)
-        with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+        with tracking_run.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
             mlflow.log_metric("val_accuracy", accuracy)
 
     SweepCallback().on_multirun_end(cfg)
@@ -84,12 +90,12 @@ def test_a_sweep_with_no_job_finishes_and_one_whose_jobs_all_failed_says_so(tmp_
 
     SweepCallback().on_multirun_start(cfg)
     sweep = read_sweep_file(tmp_path / "sweep")
-    experiment_id = tracking.connect(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    experiment_id = store.connect(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db"))
     with open_dict(cfg):
         cfg.hydra.job.num = 0
     identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
     with pytest.raises(RuntimeError):
-        with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+        with tracking_run.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
             raise RuntimeError("diverged")
     SweepCallback().on_multirun_end(cfg)
     parent = client.get_run(sweep["parent_run_id"])
@@ -108,7 +114,7 @@ def test_a_sweep_that_cannot_start_leaves_its_folder_free(tmp_path):
 def test_a_child_is_named_by_what_differs_once(tmp_path):
     """A sweep over models named the model twice (`mnist-cnn-model=cnn-learning_rate=0.003`); a search's
     floats were written in full."""
-    cfg = job.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
+    cfg = run_context.compose(f"paths.output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN",
                       return_hydra_config=True)
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "mlflow_sweep.json").write_text(
@@ -123,7 +129,7 @@ def test_a_child_is_named_by_what_differs_once(tmp_path):
 
 
 def test_a_plain_run_has_no_parent_and_a_plain_name(tmp_path):
-    cfg = job.compose(f"paths.output_dir={tmp_path}", "tracking.run_name=mine", return_hydra_config=True)
+    cfg = run_context.compose(f"paths.output_dir={tmp_path}", "tracking.run_name=mine", return_hydra_config=True)
     identity = job_identity(cfg.hydra, "mnist", "cnn", cfg.tracking.run_name)
     assert (identity.run_name, identity.parent_run_id) == ("mine", None)
     assert {"git.commit", "git.dirty", "hydra.overrides", "model"} <= set(identity.tags)
@@ -137,14 +143,14 @@ def test_the_parent_holds_a_summary_of_every_child_and_a_plot_of_the_objective(t
     SweepCallback().on_multirun_start(cfg)
     sweep = read_sweep_file(tmp_path / "sweep")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment_id = tracking.connect(TrackingConfig(uri=uri))
+    experiment_id = store.connect(TrackingConfig(uri=uri))
     for number, (rate, accuracy) in enumerate([("0.001", 0.91), ("0.003", 0.95), ("0.03", None)]):
         with open_dict(cfg):
             cfg.hydra.overrides.task = ["model=cnn_small", f"trainer.learning_rate={rate}"]
             cfg.hydra.job.num = number
         identity = job_identity(cfg.hydra, "mnist", "cnn_small", None)
         with pytest.raises(RuntimeError) if accuracy is None else contextlib.nullcontext():
-            with tracking.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
+            with tracking_run.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
                 mlflow.log_param("trainer.learning_rate", rate)
                 if accuracy is None:
                     raise RuntimeError("diverged")
@@ -160,3 +166,28 @@ def test_the_parent_holds_a_summary_of_every_child_and_a_plot_of_the_objective(t
     assert rows[1]["test_accuracy"] == "0.94" and all(row["run_id"] and row["duration_s"] for row in rows)
     with open(client.download_artifacts(parent_id, "sweep_objective.png", str(tmp_path)), "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_sweep_whose_parent_cannot_be_created_stops_in_one_line(tmp_path, capsys):
+    from helpers import free_port
+
+    cfg = _sweep_config(tmp_path, f"tracking.uri=http://127.0.0.1:{free_port()}", task=["trainer.seed=1,2"])
+    with pytest.raises(SystemExit) as stopped:
+        SweepCallback().on_multirun_start(cfg)
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("tfrexp: error: the sweep cannot start: ") and "does not answer" in line
+
+
+def test_the_parent_run_ends_failed_with_the_reason_when_the_end_of_sweep_step_fails(tmp_path, monkeypatch):
+    cfg = _sweep_config(tmp_path, task=["trainer.seed=1,2"])
+    SweepCallback().on_multirun_start(cfg)
+    parent_id = json.loads((tmp_path / "sweep" / "mlflow_sweep.json").read_text())["parent_run_id"]
+
+    def broken(*args, **kwargs):
+        raise MlflowException("search failed")
+
+    monkeypatch.setattr(MlflowClient, "search_runs", broken)
+    SweepCallback().on_multirun_end(cfg)
+    parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(parent_id)
+    assert parent.info.status == "FAILED" and "search failed" in parent.data.tags["error"]

@@ -1,24 +1,35 @@
-"""tracking.py against a real SQLite MLflow store in a temporary folder: fast, no subprocess."""
+"""A run's life and what it logs (tracking/store.py, run.py, metrics.py) against a real SQLite MLflow store in
+a temporary folder; and, through the Python API, resume only from a backup and metrics kept on every way a run
+can end."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 
+import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tfrexp import tracking
+import tfrexp
 from tfrexp.config.schema import TrackingConfig
+from tfrexp.errors import ConfigError, TrainingDiverged
+from tfrexp.tracking import metrics
+from tfrexp.tracking import store as tracking_store
+from tfrexp.tracking import run as tracking_run
+from tfrexp.training.callbacks import StopOnDivergence
+
+TINY = ["model=cnn_small", "dataset.max_examples_per_split=600", "trainer.verbose=0", "tracking.log_model=false"]
 
 
 @pytest.fixture
 def store(tmp_path):
     settings = TrackingConfig(uri=f"sqlite:///{tmp_path}/store/mlflow.db", experiment="unit",
                               artifact_location=str(tmp_path / "artifacts"))
-    experiment_id = tracking.connect(settings)
+    experiment_id = tracking_store.connect(settings)
     yield settings, experiment_id, MlflowClient(settings.uri)
     mlflow.end_run()
 
@@ -26,7 +37,7 @@ def store(tmp_path):
 def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_path):
     settings, experiment_id, client = store
     assert (tmp_path / "store" / "mlflow.db").is_file()
-    assert tracking.connect(settings) == experiment_id
+    assert tracking_store.connect(settings) == experiment_id
     experiment = client.get_experiment(experiment_id)
     assert experiment.name == "unit" and experiment.artifact_location == (tmp_path / "artifacts").as_uri()
 
@@ -36,7 +47,7 @@ def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_pat
 def test_a_run_ends_finished_failed_or_killed(store, raised, status):
     _, experiment_id, client = store
     with pytest.raises(type(raised)) if raised else contextlib.nullcontext():
-        with tracking.start_run(experiment_id, "r", {"a": "1"}) as run:
+        with tracking_run.start_run(experiment_id, "r", {"a": "1"}) as run:
             if raised:
                 raise raised
     ended = client.get_run(run.info.run_id)
@@ -49,31 +60,31 @@ def test_a_run_ends_finished_failed_or_killed(store, raised, status):
 
 def test_resume_finds_the_newest_interrupted_run_of_the_same_config(store):
     _, experiment_id, client = store
-    digest = tracking.config_digest({"trainer": {"epochs": 2, "resume": False}})
-    assert digest == tracking.config_digest({"trainer": {"epochs": 2, "resume": True}}), "resume is not identity"
-    assert digest != tracking.config_digest({"trainer": {"epochs": 3, "resume": False}})
+    digest = tracking_run.config_digest({"trainer": {"epochs": 2, "resume": False}})
+    assert digest == tracking_run.config_digest({"trainer": {"epochs": 2, "resume": True}}), "resume is not identity"
+    assert digest != tracking_run.config_digest({"trainer": {"epochs": 3, "resume": False}})
     with pytest.raises(KeyboardInterrupt):
-        with tracking.start_run(experiment_id, "first", {"config.digest": digest}):
+        with tracking_run.start_run(experiment_id, "first", {"config.digest": digest}):
             raise KeyboardInterrupt
-    with tracking.start_run(experiment_id, "done", {"config.digest": digest}):
+    with tracking_run.start_run(experiment_id, "done", {"config.digest": digest}):
         pass
     [killed] = [run for run in client.search_runs([experiment_id]) if run.info.status == "KILLED"]
-    assert tracking.find_interrupted_run(experiment_id, digest) == killed.info.run_id
-    assert tracking.find_interrupted_run(experiment_id, "another") is None
-    with tracking.start_run(experiment_id, "again", {}, resume_run_id=killed.info.run_id) as resumed:
+    assert tracking_run.find_interrupted_run(experiment_id, digest) == killed.info.run_id
+    assert tracking_run.find_interrupted_run(experiment_id, "another") is None
+    with tracking_run.start_run(experiment_id, "again", {}, resume_run_id=killed.info.run_id) as resumed:
         assert resumed.info.run_id == killed.info.run_id
     assert client.get_run(killed.info.run_id).data.tags["resumed"] == "true"
 
 
 def test_params_are_flattened_dotted_keys_with_lists_in_one_line():
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": "1, 2"}
+    assert tracking_run.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": "1, 2"}
 
 
 def test_our_experiments_are_marked_as_model_training(store):
     settings, experiment_id, client = store
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     other = client.create_experiment("made-elsewhere")
-    tracking.connect(TrackingConfig(uri=settings.uri, experiment="made-elsewhere"))
+    tracking_store.connect(TrackingConfig(uri=settings.uri, experiment="made-elsewhere"))
     assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
@@ -81,7 +92,7 @@ def test_system_metrics_are_sampled_every_second(store):
     import time
 
     _, experiment_id, client = store
-    with tracking.start_run(experiment_id, "s", {}, system_metrics=True) as run:
+    with tracking_run.start_run(experiment_id, "s", {}, system_metrics=True) as run:
         time.sleep(3.5)
     points = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert len(points) >= 2 and all(0 <= point.value <= 100 * 64 for point in points)
@@ -89,8 +100,8 @@ def test_system_metrics_are_sampled_every_second(store):
 
 def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp_path, monkeypatch):
     _, experiment_id, client = store
-    buffer = tracking.MetricBuffer(tmp_path / "unsent.json")
-    with tracking.start_run(experiment_id, "m", {}) as run:
+    buffer = metrics.MetricBuffer(tmp_path / "unsent.json")
+    with tracking_run.start_run(experiment_id, "m", {}) as run:
         buffer.log({"loss": 1.0}, step=1)
         real = mlflow.log_metrics
 
@@ -109,15 +120,15 @@ def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp
     assert not (tmp_path / "unsent.json").exists()
     monkeypatch.setattr(mlflow, "log_metrics", refuse)
     buffer.log({"loss": 0.1}, step=4)
-    with pytest.raises(tracking.TrackingError, match="1 sets of metric values were not stored"):
+    with pytest.raises(tracking_store.TrackingError, match="1 sets of metric values were not stored"):
         buffer.give_up("uri")
     assert json.loads((tmp_path / "unsent.json").read_text()) == [{"step": 4, "metrics": {"loss": 0.1}}]
 
 
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
-    with tracking.start_run(experiment_id, "d", {}) as run:
-        tracking.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train", "test"])
+    with tracking_run.start_run(experiment_id, "d", {}) as run:
+        tracking_run.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train", "test"])
     inputs = {item.dataset.name: item for item in client.get_run(run.info.run_id).inputs.dataset_inputs}
     assert sorted(inputs) == ["mnist-test", "mnist-train"]
     assert inputs["mnist-train"].dataset.digest == "0123456789abcdef"
@@ -143,8 +154,8 @@ def test_parallel_runs_that_race_on_logging_the_same_dataset_retry(store, tmp_pa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_inputs", lose_the_race_once)
-    with tracking.start_run(experiment_id, "race", {}) as run:
-        tracking.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train"])
+    with tracking_run.start_run(experiment_id, "race", {}) as run:
+        tracking_run.log_datasets(tmp_path, "mnist", "0123456789abcdef", ["train"])
     assert len(calls) == 2 and len(client.get_run(run.info.run_id).inputs.dataset_inputs) == 1
 
 
@@ -164,11 +175,63 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used(tmp_path, mo
         return real(name)
 
     monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet_then_real)
-    experiment_id = tracking.connect(settings)
+    experiment_id = tracking_store.connect(settings)
     assert experiment_id == MlflowClient(uri).get_experiment_by_name("raced").experiment_id
 
 
 def test_where_to_look_names_the_ui_command():
-    assert tracking.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
-    assert "make ui" in tracking.where_to_look(tracking.DEFAULT_STORE, "1", "r")
-    assert "mlflow ui --backend-store-uri sqlite:///x.db" in tracking.where_to_look("sqlite:///x.db", "1", "r")
+    assert tracking_store.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
+    assert "make ui" in tracking_store.where_to_look(tracking_store.DEFAULT_STORE, "1", "r")
+    assert "mlflow ui --backend-store-uri sqlite:///x.db" in tracking_store.where_to_look("sqlite:///x.db", "1", "r")
+
+
+def test_figures_are_closed_once_logged(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}
+    with mlflow.start_run() as active:
+        tracked = tracking_run.TrackedRun(active.info.run_id, active.info.experiment_id, str(tmp_path), resumed=False)
+        for _ in range(20):  # a long sequential sweep in one process
+            tracked.log_report(history, np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
+    assert plt.get_fignums() == []
+
+
+def test_resume_skips_a_run_whose_backup_is_gone_and_each_epoch_is_logged_once(tmp_path, data_dir, caplog):
+    overrides = [*TINY, "trainer.epochs=2", "trainer.objective=nothing", f"paths.output_dir={tmp_path}",
+                 f"paths.data_dir={data_dir}"]
+    with pytest.raises(ConfigError, match="trainer.objective='nothing'"):
+        tfrexp.run(overrides)  # fails after training, when its backup is already gone
+    with pytest.raises(ConfigError, match="trainer.objective='nothing'"):
+        tfrexp.run([*overrides, "trainer.resume=true"])
+    assert "has no backup to resume from" in caplog.text
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    assert len(runs) == 2, "a run without a backup is not reopened: a new run starts"
+    for run in runs:
+        assert [point.step for point in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+
+
+def test_unsent_metrics_are_kept_when_a_run_fails_and_a_resumed_run_sends_them(tmp_path, data_dir, monkeypatch):
+    overrides = [*TINY, "trainer.epochs=2", f"paths.output_dir={tmp_path}", f"paths.data_dir={data_dir}"]
+    real_log_metrics = mlflow.log_metrics
+
+    def store_gone(*args, **kwargs):
+        raise MlflowException("the store went away")
+
+    def diverge_in_epoch_two(self, batch, logs=None):
+        if self._epoch == 1:
+            raise TrainingDiverged("training diverged: loss is nan at epoch 2, batch 1")
+
+    monkeypatch.setattr(mlflow, "log_metrics", store_gone)
+    monkeypatch.setattr(StopOnDivergence, "on_train_batch_end", diverge_in_epoch_two)
+    with pytest.raises(TrainingDiverged):
+        tfrexp.run(overrides)
+    [unsent_file] = list(tmp_path.rglob("unsent_metrics.json"))
+    kept = json.loads(unsent_file.read_text())
+    assert [entry["step"] for entry in kept] == [1] and "val_accuracy" in kept[0]["metrics"]
+
+    monkeypatch.setattr(mlflow, "log_metrics", real_log_metrics)
+    monkeypatch.undo()
+    resumed = tfrexp.run([*overrides, "trainer.resume=true"])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [point.step for point in client.get_metric_history(resumed.run_id, "val_accuracy")] == [1, 2]
+    assert not unsent_file.exists(), "sent, so no longer kept"

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from helpers import compose_config, run_tfrexp
-from tfrexp import config, job, sources
+from tfrexp import config, run_context, sources
 from tfrexp.config import Cache, Compression, Repeat
 from tfrexp.errors import ConfigError
 
@@ -26,7 +26,7 @@ def test_default_config_composes_into_typed_settings(make_settings, data_dir):
 
 def test_no_data_dir_means_no_search_folder(tmp_path):
     cfg = compose_config(f"paths.output_dir={tmp_path}", "paths.data_dir=null")
-    _, source = job.check(cfg)
+    _, source = run_context.check(cfg)
     assert source.settings.dir is None
 
 
@@ -118,3 +118,10 @@ def test_experiment_overlays_set_values_across_groups(tmp_path):
                                                f"paths.output_dir={tmp_path}"))
     assert catdog.dataset.name == "catdog" and list(catdog.dataset.image_shape) == [150, 150, 3]
     assert catdog.model["_target_"] == "tfrexp.models.catdog.build_catdog_cnn" and catdog.pipeline.batch_size == 32
+
+
+@pytest.mark.parametrize(("direction", "optuna"), [("max", "maximize"), ("min", "minimize")])
+def test_the_search_direction_follows_the_objective_direction(tmp_path, direction, optuna):
+    cfg = run_context.compose("hparams_search=mnist_optuna", f"trainer.objective_direction={direction}",
+                      f"paths.output_dir={tmp_path}", return_hydra_config=True)
+    assert str(cfg.hydra.sweeper.direction) == optuna

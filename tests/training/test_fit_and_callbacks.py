@@ -1,4 +1,4 @@
-"""training.py, callbacks.py and the model builder, in-process on tiny data: the schedule, the heads, the
+"""training/fit.py, training/callbacks.py and the model builder, in-process on tiny data: the schedule, the heads, the
 callbacks' contract (their order, signals held while an epoch is logged and saved), divergence."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrexp import training
-from tfrexp.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence, training_callbacks
+from tfrexp.pipeline import ReadyTimes
+from tfrexp.training import callbacks, fit
+from tfrexp.training.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence, training_callbacks
 from tfrexp.config.schema import Toggle, TrainerConfig
 from tfrexp.errors import ConfigError, TrainingDiverged
 from tfrexp.experiment import model_builder
 from tfrexp.pipeline import FitPlan
-from tfrexp.tracking import MetricBuffer
+from tfrexp.tracking.metrics import MetricBuffer
 
 CNN = {"_target_": "tfrexp.models.convnets.build_cnn", "filters": [4], "dense_units": 8}
 
@@ -44,8 +45,8 @@ def test_the_model_builder_binds_the_config_and_refuses_bad_arguments():
 def test_cosine_schedule_warms_up_then_decays_to_zero_as_configured():
     model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=2)
     trainer = TrainerConfig(learning_rate=0.01, warmup_fraction=0.1)
-    device = training.configure_device(Toggle.off, Toggle.off)
-    training.compile_model(model, trainer, FitPlan(epochs=1, steps_per_epoch=None, total_steps=100,
+    device = fit.configure_device(Toggle.off, Toggle.off)
+    fit.compile_model(model, trainer, FitPlan(epochs=1, steps_per_epoch=None, total_steps=100,
                                                    examples_per_epoch=1600), device)
     schedule = model.optimizer._learning_rate  # the schedule object Keras was given
     assert float(schedule(0)) == 0.0 and math.isclose(float(schedule(10)), 0.01, rel_tol=1e-6)
@@ -57,8 +58,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_as_configured():
 def test_constant_schedule_and_weight_decay_choose_the_optimizer():
     model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=2)
     plan = FitPlan(1, None, 10, 160)
-    device = training.configure_device(Toggle.off, Toggle.off)
-    training.compile_model(model, TrainerConfig(schedule="constant", weight_decay=0.01), plan, device)
+    device = fit.configure_device(Toggle.off, Toggle.off)
+    fit.compile_model(model, TrainerConfig(schedule="constant", weight_decay=0.01), plan, device)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     assert math.isclose(float(model.optimizer.learning_rate), TrainerConfig().learning_rate, rel_tol=1e-6)
 
@@ -67,12 +68,12 @@ def test_fit_evaluate_and_predict_agree_on_a_binary_head():
     build = model_builder({"_target_": "tfrexp.models.mlp.build_mlp", "hidden_units": [8]})
     model = build(input_shape=[8, 8, 1], num_classes=2)
     model = keras.Model(model.input, keras.layers.Dense(1)(model.layers[-2].output))  # one logit
-    training.compile_model(model, TrainerConfig(), FitPlan(2, None, 8, 64), training.configure_device(
+    fit.compile_model(model, TrainerConfig(), FitPlan(2, None, 8, 64), fit.configure_device(
         Toggle.off, Toggle.off))
-    history = training.fit(model, _data(), _data(seed=1), FitPlan(2, None, 8, 64), 0, [])
+    history = fit.fit(model, _data(), _data(seed=1), FitPlan(2, None, 8, 64), 0, [])
     assert [len(values) for values in history.values()] == [2] * len(history) and "val_accuracy" in history
-    test = training.evaluate(model, _data(seed=2))
-    labels, predictions = training.predict_classes(model, _data(seed=2))
+    test = fit.evaluate(model, _data(seed=2))
+    labels, predictions = fit.predict_classes(model, _data(seed=2))
     assert set(test) == {"test_accuracy", "test_loss"}
     assert math.isclose(test["test_accuracy"], float((labels == predictions).mean()), abs_tol=1e-6)
 
@@ -109,3 +110,37 @@ def test_impossible_model_arguments_are_config_errors():
             input_shape=[32, 32, 3], num_classes=3)
     with pytest.raises(ConfigError, match=r"model.kernel_sizes=\[5\]: needs one size per block"):
         model_builder({**CNN, "kernel_sizes": [5], "filters": [4, 8]})(input_shape=[8, 8, 1], num_classes=2)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Model:
+    steps_per_execution = 1
+
+
+def test_throughput_and_input_wait_are_measured_on_training_alone(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    ready = ReadyTimes()
+    ready.times = [0.0, 1.5, 2.0, 3.5]  # batch k ready at these times
+    buffer = MetricBuffer()
+    logged = []
+    monkeypatch.setattr(buffer, "log", lambda metrics, step=0: logged.append(metrics))
+    logger = EpochMetricsLogger(examples_per_epoch=400, metrics=buffer, ready=ready)
+    logger.set_model(_Model())
+    logger.on_epoch_begin(0)
+    for end in (1.0, 2.0, 3.0, 4.0):  # four steps; step k+1 waited max(0, ready[k+1] - end[k])
+        clock.now = end
+        logger.on_train_batch_end(0)
+    clock.now = 10.0  # validation takes 6 s: no part of the training throughput
+    logger.on_epoch_end(0, {"loss": 1.0})
+    [metrics] = logged
+    assert metrics["epoch_seconds"] == 10.0 and metrics["train_seconds"] == 4.0
+    assert metrics["examples_per_second"] == 100.0
+    assert metrics["input_wait_share"] == pytest.approx((0.5 + 0.0 + 0.5) / 4.0)

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from helpers import write_records
 from tfrexp.api import load_split
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 
 def _digests(pairs) -> collections.Counter:

@@ -33,9 +33,9 @@ def test_a_sweep_through_submitit(tmp_path):
 def test_the_slurm_launcher_asks_for_one_gpu_an_hour_and_leaves_the_partition_to_the_user(tmp_path):
     from hydra.utils import get_class
 
-    from tfrexp import job
+    from tfrexp import run_context
 
-    cfg = job.compose("hydra/launcher=slurm", f"paths.output_dir={tmp_path}", return_hydra_config=True)
+    cfg = run_context.compose("hydra/launcher=slurm", f"paths.output_dir={tmp_path}", return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert get_class(launcher._target_).__name__ == "SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.timeout_min, launcher.partition) == (1, 60, None)

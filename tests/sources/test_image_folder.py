@@ -13,7 +13,7 @@ from tfrexp.pipeline import build_dataset
 from helpers import write_records
 from tfrexp import sources
 from tfrexp.sources import image_folder
-from tfrexp.synthetic import make_catdog_folder
+from tfrexp.bench.synthetic import make_catdog_folder
 
 SMALL = ["dataset=catdog", "dataset.image_shape=[32,32,3]"]
 

@@ -1,5 +1,5 @@
 """The per-epoch input-wait share and throughput, logged by a real fit from real records. The arithmetic is
-checked with a fixed clock in test_run_trust.py; here, what a run logs and that it is consistent."""
+checked with a fixed clock in test_fit_and_callbacks.py; here, what a run logs and that it is consistent."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from helpers import write_records
-from tfrexp.callbacks import EpochMetricsLogger
+from tfrexp.training.callbacks import EpochMetricsLogger
 from tfrexp.config import Cache, PipelineConfig, Repeat
 from tfrexp.pipeline import ReadyTimes, build_dataset
-from tfrexp.synthetic import make_catdog_folder
-from tfrexp.tracking import MetricBuffer
+from tfrexp.bench.synthetic import make_catdog_folder
+from tfrexp.tracking.metrics import MetricBuffer
 
 
 def test_every_epoch_logs_its_input_wait_and_training_throughput(tmp_path, make_settings):

@@ -1,4 +1,4 @@
-"""The shared tracking server of `make server` (tfrexp/server.py): a real PostgreSQL and a real `mlflow server` on
+"""The shared tracking server of `make server` (tfrexp/tracking/server.py): a real PostgreSQL and a real `mlflow server` on
 loopback, with eight jobs at once logging into it (a joblib sweep and a Ray sweep side by side), and a refused
 start that leaves nothing behind."""
 
@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import REPO, free_port, ray_head, user_environment
-from tfrexp import server
+from tfrexp.tracking import server
 
 TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.verbose=0", "tracking.log_model=false"]
 
@@ -122,7 +122,7 @@ def test_a_port_in_use_is_refused_in_one_line_and_nothing_is_started(server_root
         busy, other = taken.getsockname()[1], free_port()
         ports = {"--port": busy, "--pg-port": other} if option == "--port" else {"--port": other, "--pg-port": busy}
         result = subprocess.run(
-            [sys.executable, "-m", "tfrexp.server", "start", "--root", str(server_root),
+            [sys.executable, "-m", "tfrexp.tracking.server", "start", "--root", str(server_root),
              *(str(part) for pair in ports.items() for part in pair)],
             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""

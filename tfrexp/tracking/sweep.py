@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.config.schema import TrackingConfig
-from tfrexp.run_identity import SWEEP_FILE, git_state, read_sweep_file
+from tfrexp.errors import exit_with_error
+from tfrexp.tracking.names import SWEEP_FILE, git_state, read_sweep_file
 
 ENDED_SWEEP_FILE = "mlflow_sweep.ended.json"
 
@@ -39,8 +39,7 @@ class SweepCallback(Callback):
             self._open_parent(config)
         except Exception as error:  # noqa: BLE001 -- every cause ends the sweep the same way
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"tfrexp: error: the sweep cannot start: {reason}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(f"the sweep cannot start: {reason}")
 
     def _open_parent(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -61,10 +60,10 @@ class SweepCallback(Callback):
     def _make_parent(config: DictConfig, sweep_dir: Path) -> None:
         from mlflow.tracking import MlflowClient
 
-        from tfrexp import tracking
+        from tfrexp.tracking.store import connect
 
         settings = _tracking_settings(config)
-        experiment_id = tracking.connect(settings)
+        experiment_id = connect(settings)
         overrides = list(config.hydra.overrides.task)
         sweep_id = sweep_dir.name
         swept = sorted(_swept_keys(overrides, config))
@@ -145,7 +144,7 @@ def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[s
     """`sweep_summary.csv` (one row per child, failed ones included) and `sweep_objective.png` on the parent."""
     import matplotlib.pyplot as plt
 
-    from tfrexp import sweep_summary
+    from tfrexp.tracking import sweep_summary
 
     rows = sweep_summary.summary_rows(children, swept_keys, objective)
     client.log_text(parent_id, sweep_summary.to_csv(rows), "sweep_summary.csv")

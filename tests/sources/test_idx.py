@@ -119,3 +119,13 @@ def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, source):
     finally:
         server.shutdown()
     assert not any((tmp_path / "downloads").rglob("*.gz")), "nothing of a refused download is kept"
+
+
+def test_downloads_are_pinned_by_digest(make_settings):
+    from tfrexp import sources
+
+    for name in ("mnist", "fashion_mnist"):
+        settings = sources.build(make_settings(f"dataset={name}").dataset).settings
+        assert sorted(settings.archive_sha256) == sorted(f"{pair[kind]}" for pair in settings.files.values()
+                                                         for kind in ("images", "labels")), name
+        assert settings.mirror.startswith("https://") or name == "fashion_mnist"

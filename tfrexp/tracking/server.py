@@ -6,8 +6,8 @@ is `pgdata/postgresql.log`), the artifacts `artifacts/`, the server's log `mlflo
 holds the server's pid and tracking URI. PostgreSQL comes from the machine's packages and refuses to run as
 root, so under root every PostgreSQL command runs as the user `postgres`, which owns the data folder.
 
-    python -m tfrexp.server start [--root outputs/server] [--port 5001] [--pg-port 5433] [--workers 4]
-    python -m tfrexp.server stop [--root outputs/server]
+    python -m tfrexp.tracking.server start [--root outputs/server] [--port 5001] [--pg-port 5433] [--workers 4]
+    python -m tfrexp.tracking.server stop [--root outputs/server]
 
 Both are idempotent. The Python API, start(root, port, pg_port) -> tracking URI and stop(root), is what the
 command runs, and what the tests run.
@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tfrexp.errors import TfrexpError
+from tfrexp.errors import TfrexpError, exit_with_error
 
 PG_USER = "postgres"  # the unprivileged user the PostgreSQL packages create, for running it under root
 DATABASE = "mlflow"  # both the database and its (superuser) role
@@ -257,7 +257,7 @@ def _write_state(root: Path, state: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tfrexp.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tfrexp.tracking.server", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--root", type=Path, default=Path("outputs/server"), help="folder of the store and logs")
     parser.add_argument("--port", type=int, default=5001, help="the MLflow server's port on 127.0.0.1")
@@ -274,8 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             stopped = stop(args.root)
             print(f"stopped {' and '.join(stopped)}" if stopped else f"nothing was running under {args.root}")
     except TfrexpError as error:
-        print(f"tfrexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(error)
 
 
 if __name__ == "__main__":

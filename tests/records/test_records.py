@@ -13,7 +13,7 @@ from tfrexp import sources
 from tfrexp.sources import idx
 from tfrexp.records.manifest import read_manifest
 from tfrexp.records import reader
-from tfrexp.records.writer import shard_name
+from tfrexp.records.naming import shard_name
 from helpers import write_records
 
 SLICE = "dataset.max_examples_per_split=1500"

@@ -8,7 +8,8 @@ import math
 import keras
 import pytest
 
-from tfrexp import job, training
+from tfrexp.training import fit
+from tfrexp.training.backend import prepare_backend
 from tfrexp.config import Backend, Toggle
 from tfrexp.errors import ConfigError
 from tfrexp.experiment import model_builder
@@ -37,7 +38,7 @@ def test_the_default_is_the_fast_net_with_its_schedule(make_settings):
     assert (settings.pipeline.batch_size, trainer.epochs, trainer.learning_rate) == (256, 1, 0.01)
     plan = fit_plan(54_000, settings.pipeline, trainer.epochs)
     assert plan.total_steps == math.ceil(54_000 / 256)
-    training.compile_model(model, trainer, plan, training.configure_device(Toggle.off, Toggle.off))
+    fit.compile_model(model, trainer, plan, fit.configure_device(Toggle.off, Toggle.off))
     schedule = model.optimizer._learning_rate
     warmup = int(trainer.warmup_fraction * plan.total_steps)
     assert math.isclose(float(schedule(warmup)), trainer.learning_rate, rel_tol=1e-6)
@@ -57,7 +58,7 @@ def test_the_backend_is_checked_before_keras_loads(make_settings):
     assert make_settings().trainer.backend is Backend.tensorflow
     jax = make_settings("trainer.backend=jax").trainer
     with pytest.raises(ConfigError, match="Keras is already loaded with the tensorflow backend"):
-        job.prepare_backend(jax)  # this test process imported Keras on TensorFlow
-    job.prepare_backend(make_settings().trainer)  # the same backend again: fine
+        prepare_backend(jax)  # this test process imported Keras on TensorFlow
+    prepare_backend(make_settings().trainer)  # the same backend again: fine
     with pytest.raises(Exception, match="trainer.backend"):
         make_settings("trainer.backend=torch")
