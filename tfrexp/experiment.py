@@ -131,20 +131,20 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
                      startup_seconds=logger.startup_seconds)
 
 
-def model_builder(node: Any) -> Callable[..., keras.Model]:
+def model_builder(model_settings: Any) -> Callable[..., keras.Model]:
     """The `_target_` function of the model config with its arguments bound (Hydra's `_partial_`); it is
     called with the dataset's `input_shape` and `num_classes`. A bad target or argument is a ConfigError."""
-    if not isinstance(node, dict) or not node.get("_target_"):
+    if not isinstance(model_settings, dict) or not model_settings.get("_target_"):
         raise ConfigError("model._target_ is missing: name a model builder function")
     try:
-        build = instantiate(node, _partial_=True)
+        build = instantiate(model_settings, _partial_=True)
     except InstantiationException as error:
         first_line = str(error).strip().splitlines()[0]
-        raise ConfigError(f"model._target_={node['_target_']!r}: {first_line}") from None
+        raise ConfigError(f"model._target_={model_settings['_target_']!r}: {first_line}") from None
     try:  # the arguments, checked now rather than when the model is built
         inspect.signature(build.func).bind(input_shape=[1, 1, 1], num_classes=2, **build.keywords)
     except TypeError as error:
-        raise ConfigError(f"model ({node['_target_']}): {error}") from None
+        raise ConfigError(f"model ({model_settings['_target_']}): {error}") from None
     return build
 
 

@@ -42,11 +42,11 @@ def register_schemas() -> None:
                                                                                "min": "minimize"}[direction])
 
 
-def to_settings(cfg: DictConfig) -> Config:
+def to_settings(composed: DictConfig) -> Config:
     """Resolve the composed config and build the typed settings; raises ConfigError on a bad value."""
-    _reject_unknown_keys(cfg, Config, "")
+    _reject_unknown_keys(composed, Config, "")
     try:
-        settings = OmegaConf.to_object(cfg)
+        settings = OmegaConf.to_object(composed)
     except OmegaConfBaseException as error:
         # Interpolation and conversion problems surface here; carry the key OmegaConf names.
         cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else None

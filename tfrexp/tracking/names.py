@@ -24,15 +24,15 @@ class JobIdentity:
     parent_run_id: str | None
 
 
-def job_identity(hydra_cfg: Any, dataset: str, model: str, run_name: str | None) -> JobIdentity:
+def job_identity(hydra_config: Any, dataset: str, model: str, run_name: str | None) -> JobIdentity:
     """From the job's Hydra config: `<dataset>-<model>` plus the swept overrides, and the tags."""
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = list(hydra_config.overrides.task)
     tags = {"model": model, "hydra.overrides": " ".join(overrides) or "(none)", **git_state()}
-    sweep = read_sweep_file(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    sweep = read_sweep_file(Path(hydra_config.sweep.dir)) if hydra_config.mode == RunMode.MULTIRUN else None
     if sweep is None:
         return JobIdentity(run_name or f"{dataset}-{model}", tags, None)
     name = "-".join([dataset, model, *_swept_values(overrides, sweep["swept_keys"])])
-    tags.update({"sweep.id": sweep["sweep_id"], "sweep.job": str(hydra_cfg.job.num)})
+    tags.update({"sweep.id": sweep["sweep_id"], "sweep.job": str(hydra_config.job.num)})
     return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
 
 

@@ -119,9 +119,9 @@ class SweepCallback(Callback):
     def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[int, list]:
         """The parent's summary metrics and best child; returns the number of children and the scored ones."""
         objective, direction = config.trainer.objective, config.trainer.objective_direction
-        children = client.search_runs(
-            [sweep["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{sweep['parent_run_id']}'"
-        )
+        from tfrexp.tracking.store import children as child_runs
+
+        children = child_runs(_tracking_settings(config).uri, sweep["experiment_id"], sweep["parent_run_id"])
         scored = [
             (run.data.metrics[objective], run.info.run_id)
             for run in children
