@@ -45,3 +45,13 @@ def test_run_twice_in_one_process_then_load_the_records(tmp_path, data_dir):
         images, labels = next(iter(train))
         assert images.shape == (100, 28, 28, 1) and images.dtype == np.uint8 and labels.dtype == np.int64
         assert sum(int(batch_labels.shape[0]) for _, batch_labels in train) == 270
+
+
+@pytest.mark.parametrize(("override", "named"), [("model=nope", "model/nope"),
+                                                 ("pipeline.batchsize=3", "pipeline.batchsize"),
+                                                 ("trainer.epochs=two", "trainer.epochs=two")])
+@pytest.mark.parametrize("call", [tfrexp.compose, tfrexp.run])
+def test_what_hydra_refuses_is_a_config_error_with_its_message(call, override, named):
+    with pytest.raises(ConfigError) as raised:
+        call([override])
+    assert named in str(raised.value)

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from tfrexp import config, run_context
 from tfrexp.config.schema import PipelineConfig
+from tfrexp.errors import ConfigError
 from tfrexp.training.backend import prepare_backend
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 def compose(overrides: Sequence[str] | None = None) -> DictConfig:
     """The config `tfrexp <overrides>` would run, checked (a bad value raises ConfigError)."""
-    composed = run_context.compose(*(overrides or []))
+    composed = _compose(overrides)
     run_context.check(composed)
     return composed
 
@@ -39,7 +41,7 @@ def compose(overrides: Sequence[str] | None = None) -> DictConfig:
 def run(overrides: Sequence[str] | None = None) -> RunResult:
     """Run one experiment in this process, as `tfrexp <overrides>` does; returns its RunResult."""
     started = time.perf_counter()  # the run's startup_seconds count from this call
-    composed = run_context.compose(*(overrides or []), return_hydra_config=True)
+    composed = _compose(overrides, return_hydra_config=True)
     settings, source = run_context.check(composed)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     run_dir = Path(settings.paths.output_dir) / "runs" / f"{stamp}-{os.getpid()}"
@@ -52,6 +54,18 @@ def run(overrides: Sequence[str] | None = None) -> RunResult:
     keras.backend.clear_session()  # a fresh graph and layer names for every run in this process
     run_dir.mkdir(parents=True, exist_ok=True)
     return experiment.run(settings, source, context)
+
+
+def _compose(overrides: Sequence[str] | None, return_hydra_config: bool = False) -> DictConfig:
+    """Hydra's compose; what Hydra refuses (an unknown option or key, a value of the wrong type) is a
+    ConfigError with Hydra's message and, where there is one, its cause's first line."""
+    try:
+        return run_context.compose(*(overrides or []), return_hydra_config=return_hydra_config)
+    except HydraException as error:
+        message = str(error).strip()
+        if error.__cause__ is not None and str(error.__cause__).strip():
+            message += f": {str(error.__cause__).strip().splitlines()[0]}"
+        raise ConfigError(message) from None
 
 
 def load_split(records_dir: str | Path, split: str, batch_size: int | None = None, training: bool = False,

@@ -191,3 +191,12 @@ def test_the_parent_run_ends_failed_with_the_reason_when_the_end_of_sweep_step_f
     SweepCallback().on_multirun_end(cfg)
     parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(parent_id)
     assert parent.info.status == "FAILED" and "search failed" in parent.data.tags["error"]
+
+
+def test_a_parent_is_named_by_the_models_and_datasets_it_sweeps(tmp_path):
+    cfg = _sweep_config(tmp_path, task=["model=cnn_small,cnn", "trainer.learning_rate=0.001,0.003"])
+    SweepCallback().on_multirun_start(cfg)
+    sweep = read_sweep_file(tmp_path / "sweep")
+    parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(sweep["parent_run_id"])
+    assert parent.info.run_name == f"sweep-mnist-cnn_small,cnn-{sweep['sweep_id']}"
+    SweepCallback().on_multirun_end(cfg)

@@ -13,7 +13,7 @@ from helpers import free_port, run_tfrexp, start_mlflow_server, stop_mlflow_serv
 pytestmark = pytest.mark.slow
 
 TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.verbose=0", "tracking.log_model=false"]
-TESTS_CONF = Path(__file__).resolve().parent / "conf"
+TESTS_CONF = Path(__file__).resolve().parents[1] / "conf"  # tests/conf: the tests' own config options
 
 
 def _runs(uri: str, experiment: str = "tfrexp"):

@@ -36,6 +36,18 @@ def job_identity(hydra_config: Any, dataset: str, model: str, run_name: str | No
     return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
 
 
+def parent_run_name(dataset: str, model: str, overrides: list[str], sweep_id: str) -> str:
+    """`sweep-<dataset>-<model>-<sweep id>`; a swept dataset or model shows its choices (`cnn_small,cnn`), since
+    the sweep's own config holds only the default option of a swept group."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    chosen = {"dataset": dataset, "model": model}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group in chosen and override.is_sweep_override():
+            chosen[override.key_or_group] = ",".join(override.sweep_string_iterator())
+    return f"sweep-{chosen['dataset']}-{chosen['model']}-{sweep_id}"
+
+
 def git_state(folder: Path | None = None) -> dict[str, str]:
     """The commit of the user's project (the git work tree tfrexp is started in, where their conf/ lives)
     and whether the working tree differs from it; "unknown" outside a git work tree."""

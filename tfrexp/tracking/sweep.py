@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import exit_with_error
-from tfrexp.tracking.names import SWEEP_FILE, git_state, read_sweep_file
+from tfrexp.tracking.names import SWEEP_FILE, git_state, parent_run_name, read_sweep_file
 
 ENDED_SWEEP_FILE = "mlflow_sweep.ended.json"
 
@@ -71,7 +71,7 @@ class SweepCallback(Callback):
         client = MlflowClient(settings.uri)
         parent = client.create_run(
             experiment_id,
-            run_name=f"sweep-{dataset}-{model}-{sweep_id}",
+            run_name=parent_run_name(dataset, model, overrides, sweep_id),
             tags={"sweep.id": sweep_id, "sweep.role": "parent", "hydra.overrides": " ".join(overrides),
                   **git_state()},
         )
