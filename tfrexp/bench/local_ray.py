@@ -45,21 +45,40 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None) -> Iter
     try:
         deadline = time.monotonic() + 120
         status = [ray, "status", f"--address={address}"]
-        while subprocess.run(status, env=env, capture_output=True).returncode != 0:
+        while not _answers(status, env):
             if head.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Ray head did not start: {(cwd / 'ray-head.log').read_text()[-2000:]}")
             time.sleep(0.5)
         yield address, env, head.pid
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
+        _stop_group(head)
         log.close()
         # `ray start` notes its address for address="auto"; left behind, it sends a later `auto` to a head that
         # is gone (Ray then waits on it for ever). `ray stop` would remove it, but stops every cluster.
         noted = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
         if noted.is_file() and noted.read_text().strip() == address:
             noted.unlink(missing_ok=True)
+
+
+def _answers(status: list[str], env: dict) -> bool:
+    """Whether `ray status` reaches the head; bounded, since it waits 45 s for a head that is not (yet) there."""
+    try:
+        return subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _stop_group(head: subprocess.Popen) -> None:
+    """SIGTERM to the head's process group, SIGKILL if it lingers. A head that failed to start may have taken
+    its whole group with it: nothing is left to signal then."""
+    for sig, wait_s in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(head.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            head.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    head.wait(timeout=30)
