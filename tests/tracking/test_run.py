@@ -235,3 +235,13 @@ def test_unsent_metrics_are_kept_when_a_run_fails_and_a_resumed_run_sends_them(t
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert [point.step for point in client.get_metric_history(resumed.run_id, "val_accuracy")] == [1, 2]
     assert not unsent_file.exists(), "sent, so no longer kept"
+
+
+def test_an_experiment_deleted_in_the_ui_is_named_with_how_to_restore_it(store):
+    settings, experiment_id, client = store
+    client.delete_experiment(experiment_id)
+    with pytest.raises(tracking_store.TrackingError) as raised:
+        tracking_store.connect(settings)
+    message = str(raised.value)
+    assert "\n" not in message and "tracking.experiment='unit' was deleted" in message
+    assert f"mlflow experiments restore --experiment-id {experiment_id}" in message and "tracking.experiment=" in message

@@ -46,6 +46,11 @@ def connect(tracking: TrackingConfig) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         experiment = mlflow.get_experiment_by_name(tracking.experiment)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"tracking.experiment={tracking.experiment!r} was deleted (in the MLflow UI or its API): restore it "
+                f"with `MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+                f"{experiment.experiment_id}`, or name another one with tracking.experiment=<name>")
         if experiment is not None:
             if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
