@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfrexp import config, run_context
 from tfrexp.errors import TfrexpError, exit_with_error
+from tfrexp.tracking.sweep import record_refused_job
 from tfrexp.training.backend import prepare_backend
 
 log = logging.getLogger("tfrexp")
@@ -38,7 +39,12 @@ def run_job(composed: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     try:
-        settings, source = run_context.check(composed)
+        try:
+            settings, source = run_context.check(composed)
+        except TfrexpError as refused:  # before any run exists: in a sweep, a failed child records it
+            if in_sweep:
+                record_refused_job(hydra_config, composed, str(refused))
+            raise
         context = run_context.run_context(composed, hydra_config, settings, Path(hydra_config.runtime.output_dir),
                                           run_context.process_start())
         prepare_backend(settings.trainer)

@@ -97,7 +97,9 @@ def test_a_sweep_with_no_job_finishes_and_one_whose_jobs_all_failed_says_so(tmp_
     with pytest.raises(RuntimeError):
         with tracking_run.start_run(experiment_id, identity.run_name, identity.tags, identity.parent_run_id):
             raise RuntimeError("diverged")
-    SweepCallback().on_multirun_end(cfg)
+    with pytest.raises(SystemExit) as failed:
+        SweepCallback().on_multirun_end(cfg)
+    assert failed.value.code == 2, "a sweep none of whose jobs finished fails"
     parent = client.get_run(sweep["parent_run_id"])
     assert parent.info.status == "FAILED" and parent.data.tags["error"] == "none of the 1 jobs finished"
 

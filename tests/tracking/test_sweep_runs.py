@@ -134,3 +134,20 @@ def test_an_unreachable_server_stops_the_run_before_any_work(tmp_path):
     assert result.returncode != 0
     assert "the MLflow server does not answer" in result.stderr and "Traceback" not in result.stderr
     assert not (outputs / "records").exists()
+
+
+def test_a_sweep_whose_every_job_is_refused_fails_and_says_why(tmp_path):
+    result = run_tfrexp("-m", "pipeline.batch_size=0,-1", cwd=tmp_path)  # the default, relative outputs/
+    assert result.returncode != 0
+    [last_line] = result.stderr.strip().splitlines()[-1:]
+    assert last_line.startswith("tfrexp: error: sweep ") and "none of its 2 jobs finished" in last_line
+    assert "(the first: pipeline.batch_size=0: must be > 0)" in last_line
+    client, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "none of the 2 jobs finished"
+    assert sorted(run.info.status for run in children) == ["FAILED", "FAILED"]
+    with open(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))) as handle:
+        reasons = sorted(row["error"] for row in csv.DictReader(handle))
+    assert reasons == ["pipeline.batch_size=-1: must be > 0", "pipeline.batch_size=0: must be > 0"]
+    assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"

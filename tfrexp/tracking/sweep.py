@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import exit_with_error
-from tfrexp.tracking.names import SWEEP_FILE, git_state, parent_run_name, read_sweep_file
+from tfrexp.tracking.names import SWEEP_FILE, git_state, job_identity, parent_run_name, read_sweep_file
 
 ENDED_SWEEP_FILE = "mlflow_sweep.ended.json"
 
@@ -80,7 +80,7 @@ class SweepCallback(Callback):
         client.log_param(parent.info.run_id, "trainer.objective", config.trainer.objective)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": parent.info.run_id, "experiment_id": experiment_id,
-            "sweep_id": sweep_id, "swept_keys": swept,
+            "sweep_id": sweep_id, "swept_keys": swept, "tracking_uri": settings.uri,
         }))
         log.info("sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
 
@@ -90,11 +90,14 @@ class SweepCallback(Callback):
         if sweep is None:
             return
         try:
-            self._close_parent(config, sweep)
+            failure = self._close_parent(config, sweep)
         finally:  # kept for the record, under a name that frees the folder for a later sweep
             (sweep_dir / SWEEP_FILE).replace(sweep_dir / ENDED_SWEEP_FILE)
+        if failure:  # a sweep none of whose jobs finished has failed, and its exit status says so
+            exit_with_error(failure)
 
-    def _close_parent(self, config: DictConfig, sweep: dict) -> None:
+    def _close_parent(self, config: DictConfig, sweep: dict) -> str | None:
+        """End the parent run with the sweep's outcome; returns the reason when no job finished."""
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(_tracking_settings(config).uri)
@@ -107,17 +110,21 @@ class SweepCallback(Callback):
                 client.set_terminated(sweep["parent_run_id"], "FAILED")
             except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
                 log.error("sweep %s: could not mark the parent run FAILED: %s", sweep["sweep_id"], store_error)
-            return
-        if children and not scored:  # every job failed: the sweep did, and says so
-            log.error("sweep %s: none of its %d jobs finished with %s", sweep["sweep_id"], children,
-                      config.trainer.objective)
-            client.set_tag(sweep["parent_run_id"], "error", f"none of the {children} jobs finished")
-        # A sweep with no job (a search already complete) did nothing wrong.
-        client.set_terminated(sweep["parent_run_id"], "FAILED" if children and not scored else "FINISHED")
+            return None
+        if not children or scored:  # a sweep with no job (a search already complete) did nothing wrong
+            client.set_terminated(sweep["parent_run_id"], "FINISHED")
+            return None
+        client.set_tag(sweep["parent_run_id"], "error", f"none of the {len(children)} jobs finished")
+        client.set_terminated(sweep["parent_run_id"], "FAILED")
+        reasons = [run.data.tags["error"] for run in sorted(children, key=lambda run: run.info.start_time or 0)
+                   if run.data.tags.get("error")]
+        return (f"sweep {sweep['sweep_id']}: none of its {len(children)} jobs finished with "
+                f"{config.trainer.objective}" + (f" (the first: {reasons[0].splitlines()[0]})" if reasons else "")
+                + "; each job's reason is in the parent run's sweep_summary.csv")
 
     @staticmethod
-    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[int, list]:
-        """The parent's summary metrics and best child; returns the number of children and the scored ones."""
+    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[list, list]:
+        """The parent's summary metrics and best child; returns the children and the scored ones."""
         objective, direction = config.trainer.objective, config.trainer.objective_direction
         from tfrexp.tracking.store import children as child_runs
 
@@ -137,7 +144,7 @@ class SweepCallback(Callback):
             client.set_tag(parent_id, "best_run_id", best_run_id)
             client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
             log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
-        return len(children), scored
+        return children, scored
 
 
 def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[str], objective: str) -> None:
@@ -151,6 +158,29 @@ def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[s
     figure = sweep_summary.objective_figure(rows, swept_keys, objective)
     client.log_figure(parent_id, figure, "sweep_objective.png")
     plt.close(figure)
+
+
+def record_refused_job(hydra_config: Any, composed: DictConfig, reason: str) -> None:
+    """A job of a sweep whose config was refused before its run began becomes a FAILED child run with the
+    reason, so that the sweep counts it and its parent's summary shows why. Nothing outside a sweep."""
+    sweep = read_sweep_file(Path(hydra_config.sweep.dir))
+    if sweep is None or "tracking_uri" not in sweep:
+        return
+    from mlflow.tracking import MlflowClient
+
+    dataset = OmegaConf.select(composed, "dataset.name", default=None, throw_on_resolution_failure=False)
+    model = hydra_config.runtime.choices.get("model") or "model"
+    identity = job_identity(hydra_config, str(dataset or "dataset"), model, None)
+    try:
+        client = MlflowClient(sweep["tracking_uri"])
+        run = client.create_run(sweep["experiment_id"], run_name=identity.run_name,
+                                tags={**identity.tags, "mlflow.parentRunId": sweep["parent_run_id"],
+                                      "error": reason[:5000]})
+        client.log_text(run.info.run_id, reason, "error.txt")
+        client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as error:  # noqa: BLE001 -- the refusal is what the user must see; the store's trouble is logged
+        log.warning("sweep %s: could not record the refused job %s: %s", sweep["sweep_id"],
+                    identity.tags.get("sweep.job"), error)
 
 
 def _tracking_settings(config: DictConfig) -> TrackingConfig:

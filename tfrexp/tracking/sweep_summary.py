@@ -17,7 +17,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def summary_rows(children: list[Any], swept_keys: list[str], objective: str) -> list[dict]:
-    """One row per child run (MLflow `Run`s): id, name, status, duration, swept values, objective, test metrics."""
+    """One row per child run (MLflow `Run`s): id, name, status, duration, swept values, objective, test metrics,
+    and the error of a failed one."""
     rows = []
     for run in sorted(children, key=lambda run: run.info.start_time or 0):
         end = run.info.end_time or run.info.start_time
@@ -26,6 +27,7 @@ def summary_rows(children: list[Any], swept_keys: list[str], objective: str) -> 
         row.update({key: _swept_value(run, key) for key in swept_keys})
         row[objective] = run.data.metrics.get(objective)
         row.update({name: value for name, value in sorted(run.data.metrics.items()) if name.startswith("test_")})
+        row["error"] = run.data.tags.get("error", "")  # why a job failed (or was refused), in one line
         rows.append(row)
     return rows
 
