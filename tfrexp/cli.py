@@ -54,6 +54,8 @@ def run_job(composed: DictConfig) -> float:
         print(result.summary())
         return result.objective
     except KeyboardInterrupt:
+        if in_sweep:
+            raise  # the sweeper ends the sweep's parent run KILLED, and says so
         print("tfrexp: interrupted; the MLflow run ends KILLED and its last finished epoch is saved: "
               "run the same command with trainer.resume=true to continue it", file=sys.stderr)
         sys.exit(130)

@@ -21,11 +21,19 @@ from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
+from tfrexp.tracking.sweep import parent_closed_on_failure
+
 log = logging.getLogger(__name__)
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> Any:
+        # A search whose every trial failed raises from study.best_trial; Ctrl-C and SIGTERM raise too: the
+        # sweep's MLflow parent run ends all the same.
+        with parent_closed_on_failure(self.sweeper.config):
+            return self._resume(arguments)
+
+    def _resume(self, arguments: list[str]) -> Any:
         search = self.sweeper  # the plugin's implementation, which reads n_trials when it runs
         if isinstance(search.storage, str) and search.study_name:
             finished = _finished_trials(search.storage, search.study_name)

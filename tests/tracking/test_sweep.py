@@ -190,7 +190,8 @@ def test_the_parent_run_ends_failed_with_the_reason_when_the_end_of_sweep_step_f
         raise MlflowException("search failed")
 
     monkeypatch.setattr(MlflowClient, "search_runs", broken)
-    SweepCallback().on_multirun_end(cfg)
+    with pytest.raises(SystemExit):  # the parent failed, and so does the command
+        SweepCallback().on_multirun_end(cfg)
     parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(parent_id)
     assert parent.info.status == "FAILED" and "search failed" in parent.data.tags["error"]
 

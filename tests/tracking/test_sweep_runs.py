@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,4 +153,55 @@ def test_a_sweep_whose_every_job_is_refused_fails_and_says_why(tmp_path):
     with open(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))) as handle:
         reasons = sorted(row["error"] for row in csv.DictReader(handle))
     assert reasons == ["pipeline.batch_size=-1: must be > 0", "pipeline.batch_size=0: must be > 0"]
+    assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"
+
+
+def test_a_search_whose_every_trial_fails_ends_its_parent_in_one_line(tmp_path):
+    result = run_tfrexp("-m", f"hydra.searchpath=[file://{TESTS_CONF}]", "hparams_search=optuna_all_refused",
+                        cwd=tmp_path)
+    assert result.returncode == 2
+    [last_line] = result.stderr.strip().splitlines()[-1:]
+    assert last_line.startswith("tfrexp: error: sweep ") and "none of its 2 jobs finished" in last_line
+    assert "Traceback" not in result.stderr
+    _, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "none of the 2 jobs finished"
+    assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"
+
+
+def test_a_sweep_whose_launcher_cannot_start_ends_its_parent_in_one_line(tmp_path):
+    from helpers import user_environment
+
+    environment = {key: value for key, value in user_environment().items() if key != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-m", "tfrexp", "-m", "hydra/launcher=ray_cluster", "trainer.seed=1,2"],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    [last_line] = result.stderr.strip().splitlines()[-1:]
+    assert last_line.startswith("tfrexp: error: sweep ") and "ConnectionError" in last_line
+    assert "Traceback" not in result.stderr
+    _, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    [parent] = runs
+    assert parent.info.status == "FAILED" and "ConnectionError" in parent.data.tags["error"]
+    assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_ends_its_parent_killed(tmp_path, signum):
+    from helpers import user_environment, wait_for
+
+    sweep = subprocess.Popen([sys.executable, "-m", "tfrexp", "-m", "trainer.seed=1,2", "trainer.epochs=3", *TINY],
+                             cwd=tmp_path, env=user_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        wait_for(lambda: list((tmp_path / "outputs" / "multiruns").glob("*/0")), 120, "the first job's folder")
+        sweep.send_signal(signum)
+        _, stderr = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("tfrexp: the sweep was interrupted")
+    _, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.status == "KILLED" and parent.data.tags["error"] == "interrupted"
+    assert all(run.info.status != "RUNNING" for run in runs)
     assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"

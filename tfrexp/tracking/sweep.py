@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -85,66 +89,112 @@ class SweepCallback(Callback):
         log.info("sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep = read_sweep_file(sweep_dir)
-        if sweep is None:
-            return
-        try:
-            failure = self._close_parent(config, sweep)
-        finally:  # kept for the record, under a name that frees the folder for a later sweep
-            (sweep_dir / SWEEP_FILE).replace(sweep_dir / ENDED_SWEEP_FILE)
+        failure = end_sweep(config)
         if failure:  # a sweep none of whose jobs finished has failed, and its exit status says so
             exit_with_error(failure)
 
-    def _close_parent(self, config: DictConfig, sweep: dict) -> str | None:
-        """End the parent run with the sweep's outcome; returns the reason when no job finished."""
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(_tracking_settings(config).uri)
-        try:
-            children, scored = self._sum_up(config, sweep, client)
-        except Exception as error:  # noqa: BLE001 -- whatever failed, the parent must not stay RUNNING
-            log.error("sweep %s: summing up failed: %s", sweep["sweep_id"], error)
-            try:
-                client.set_tag(sweep["parent_run_id"], "error", f"summing up the sweep failed: {error}"[:5000])
-                client.set_terminated(sweep["parent_run_id"], "FAILED")
-            except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
-                log.error("sweep %s: could not mark the parent run FAILED: %s", sweep["sweep_id"], store_error)
-            return None
-        if not children or scored:  # a sweep with no job (a search already complete) did nothing wrong
-            client.set_terminated(sweep["parent_run_id"], "FINISHED")
-            return None
-        client.set_tag(sweep["parent_run_id"], "error", f"none of the {len(children)} jobs finished")
-        client.set_terminated(sweep["parent_run_id"], "FAILED")
+@contextmanager
+def parent_closed_on_failure(config: DictConfig) -> Iterator[None]:
+    """Around a sweeper's `sweep`: Hydra calls the end-of-sweep callback only after a normal return, so
+    whatever else ends a sweep (a launcher that cannot start, a search whose every trial failed, Ctrl-C,
+    SIGTERM) ends its parent run here, FAILED with the reason or KILLED, frees the sweep folder, and ends the
+    command in one line (exit 2, or 130 when interrupted)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        yield
+    except KeyboardInterrupt as interrupted:
+        end_sweep(config, interrupted)
+        print("tfrexp: the sweep was interrupted: its parent run and the job that was running ended KILLED",
+              file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 -- every cause ends the parent the same way
+        exit_with_error(end_sweep(config, error))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def end_sweep(config: DictConfig, raised: BaseException | None = None) -> str | None:
+    """End the parent run of the sweep in `hydra.sweep.dir` (if still open) with the sweep's outcome, `raised`
+    being what stopped the sweeper if anything did, and free the folder. Returns the sweep's failure in one
+    line (none of its jobs finished, or what raised), or None."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep = read_sweep_file(sweep_dir)
+    if sweep is None:
+        return _reason(raised) if raised is not None else None
+    try:
+        return _close_parent(config, sweep, raised)
+    finally:  # kept for the record, under a name that frees the folder for a later sweep
+        (sweep_dir / SWEEP_FILE).replace(sweep_dir / ENDED_SWEEP_FILE)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _close_parent(config: DictConfig, sweep: dict, raised: BaseException | None) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    client, parent_id = MlflowClient(_tracking_settings(config).uri), sweep["parent_run_id"]
+    summing_up = None
+    try:
+        children, scored = _sum_up(config, sweep, client)
+    except Exception as error:  # noqa: BLE001 -- whatever failed, the parent must not stay RUNNING
+        log.error("sweep %s: summing up failed: %s", sweep["sweep_id"], error)
+        children, scored, summing_up = [], [], f"summing up the sweep failed: {error}"
+    stopped = isinstance(raised, KeyboardInterrupt)
+    if raised is None and summing_up is None and (scored or not children):  # a sweep with no job (a search already complete) is fine
+        status, error, failure = "FINISHED", None, None
+    elif children and not scored and not stopped:
+        error = f"none of the {len(children)} jobs finished"
         reasons = [run.data.tags["error"] for run in sorted(children, key=lambda run: run.info.start_time or 0)
                    if run.data.tags.get("error")]
-        return (f"sweep {sweep['sweep_id']}: none of its {len(children)} jobs finished with "
-                f"{config.trainer.objective}" + (f" (the first: {reasons[0].splitlines()[0]})" if reasons else "")
-                + "; each job's reason is in the parent run's sweep_summary.csv")
+        status, failure = "FAILED", (
+            f"sweep {sweep['sweep_id']}: none of its {len(children)} jobs finished with {config.trainer.objective}"
+            + (f" (the first: {reasons[0].splitlines()[0]})" if reasons else "")
+            + "; each job's reason is in the parent run's sweep_summary.csv")
+    else:
+        status = "KILLED" if stopped else "FAILED"
+        error = "interrupted" if stopped else f"the sweep stopped: {_reason(raised)}" if raised else summing_up
+        failure = f"sweep {sweep['sweep_id']}: {error}"
+    try:
+        if error:
+            client.set_tag(parent_id, "error", error[:5000])
+        client.set_terminated(parent_id, status)
+    except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
+        log.error("sweep %s: could not mark the parent run %s: %s", sweep["sweep_id"], status, store_error)
+    return failure
 
-    @staticmethod
-    def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[list, list]:
-        """The parent's summary metrics and best child; returns the children and the scored ones."""
-        objective, direction = config.trainer.objective, config.trainer.objective_direction
-        from tfrexp.tracking.store import children as child_runs
 
-        children = child_runs(_tracking_settings(config).uri, sweep["experiment_id"], sweep["parent_run_id"])
-        scored = [
-            (run.data.metrics[objective], run.info.run_id)
-            for run in children
-            if run.info.status == "FINISHED" and not math.isnan(run.data.metrics.get(objective, math.nan))
-        ]
-        parent_id = sweep["parent_run_id"]
-        client.log_metric(parent_id, "sweep.children", len(children))
-        client.log_metric(parent_id, "sweep.finished", len(scored))
-        _log_summary(client, parent_id, children, list(sweep["swept_keys"]), objective)
-        if scored:
-            value, best_run_id = (max if direction == "max" else min)(scored)
-            client.log_metric(parent_id, f"best_{objective}", value)
-            client.set_tag(parent_id, "best_run_id", best_run_id)
-            client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
-            log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
-        return children, scored
+def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[list, list]:
+    """The parent's summary metrics and best child; returns the children and the scored ones."""
+    from tfrexp.tracking.store import children as child_runs
+
+    objective, direction = config.trainer.objective, config.trainer.objective_direction
+    children = child_runs(_tracking_settings(config).uri, sweep["experiment_id"], sweep["parent_run_id"])
+    scored = [
+        (run.data.metrics[objective], run.info.run_id)
+        for run in children
+        if run.info.status == "FINISHED" and not math.isnan(run.data.metrics.get(objective, math.nan))
+    ]
+    parent_id = sweep["parent_run_id"]
+    client.log_metric(parent_id, "sweep.children", len(children))
+    client.log_metric(parent_id, "sweep.finished", len(scored))
+    _log_summary(client, parent_id, children, list(sweep["swept_keys"]), objective)
+    if scored:
+        value, best_run_id = (max if direction == "max" else min)(scored)
+        client.log_metric(parent_id, f"best_{objective}", value)
+        client.set_tag(parent_id, "best_run_id", best_run_id)
+        client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)
+        log.info("sweep %s: best %s=%.4f in run %s", sweep["sweep_id"], objective, value, best_run_id)
+    return children, scored
 
 
 def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[str], objective: str) -> None:

@@ -1,0 +1,17 @@
+"""Hydra's basic sweeper (the default of `tfrexp -m`), made to end the sweep's MLflow parent run whatever stops
+it: Hydra calls the end-of-sweep callback only after a normal return, so a launcher that cannot start, Ctrl-C
+or SIGTERM would leave the parent RUNNING (see tfrexp.tracking.sweep.parent_closed_on_failure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+from tfrexp.tracking.sweep import parent_closed_on_failure
+
+
+class TrackedBasicSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]) -> Any:
+        with parent_closed_on_failure(self.config):
+            return super().sweep(arguments)
