@@ -21,7 +21,7 @@ from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-from tfrexp.tracking.sweep import parent_closed_on_failure
+from tfrexp.tracking.sweep import parent_closed_on_failure, with_absolute_paths
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         # A search whose every trial failed raises from study.best_trial; Ctrl-C and SIGTERM raise too: the
-        # sweep's MLflow parent run ends all the same.
+        # sweep's MLflow parent run ends all the same. Trials get absolute paths, wherever a launcher runs them.
         with parent_closed_on_failure(self.sweeper.config):
-            return self._resume(arguments)
+            return self._resume(with_absolute_paths(self.sweeper.config, arguments))
 
     def _resume(self, arguments: list[str]) -> Any:
         search = self.sweeper  # the plugin's implementation, which reads n_trials when it runs

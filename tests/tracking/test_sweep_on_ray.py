@@ -1,5 +1,7 @@
-"""A sweep on a real Ray cluster, reached by address: a Ray head on 127.0.0.1, four jobs as Ray tasks, one
-MLflow parent run with a child per job, records written once and reused by the other jobs."""
+"""A sweep on a real Ray cluster, reached by address: a Ray head on 127.0.0.1 started in a folder of its own,
+four jobs as Ray tasks of a sweep started with the default, relative paths in the user's project folder, one
+MLflow parent run with a child per job in that project's store, records written once and reused by the other
+jobs."""
 
 from __future__ import annotations
 
@@ -18,13 +20,17 @@ TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.epochs
 
 
 def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
-    outputs = tmp_path / "outputs"
-    with ray_head(tmp_path) as (address, env, session):
+    head, project = tmp_path / "head", tmp_path / "project"
+    head.mkdir()
+    project.mkdir()
+    outputs = project / "outputs"  # the default paths.output_dir, relative to where the user starts tfrexp
+    with ray_head(head) as (address, env, session):
         result = run_tfrexp("-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}",
-                            "trainer.learning_rate=0.001,0.003", "pipeline.batch_size=64,128", *TINY,
-                            f"paths.output_dir={outputs}", env=env)
+                            "trainer.learning_rate=0.001,0.003", "pipeline.batch_size=64,128", *TINY, env=env,
+                            cwd=project)
         listening = listening_addresses(session)  # the cluster's processes, its workers included
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (head / "outputs").exists(), "the jobs ran in the head's folder but wrote to the user's"
     # Its address, which `ray start` notes for address="auto", goes with it: a later `auto` must not wait on it.
     noted = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
     assert not noted.is_file() or noted.read_text().strip() != address

@@ -84,7 +84,7 @@ class SweepCallback(Callback):
         client.log_param(parent.info.run_id, "trainer.objective", config.trainer.objective)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": parent.info.run_id, "experiment_id": experiment_id,
-            "sweep_id": sweep_id, "swept_keys": swept, "tracking_uri": settings.uri,
+            "sweep_id": sweep_id, "swept_keys": swept, "tracking_uri": absolute_store_uri(settings.uri),
         }))
         log.info("sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
 
@@ -114,6 +114,35 @@ def parent_closed_on_failure(config: DictConfig) -> Iterator[None]:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def with_absolute_paths(config: DictConfig, arguments: list[str]) -> list[str]:
+    """The sweep's overrides, with every path (paths.output_dir, paths.data_dir, hydra.sweep.dir) and a SQLite
+    tracking.uri that is relative made absolute here, in the driver: a launcher's jobs may run in another folder
+    (a Ray worker starts in its head's), where a relative path names another store and another sweep folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(arguments) if o.is_sweep_override()}
+    absolute = {}
+    for key in ("paths.output_dir", "paths.data_dir", "hydra.sweep.dir"):
+        value = OmegaConf.select(config, key)
+        if value is not None and not Path(value).is_absolute() and key not in swept:
+            absolute[key] = str(Path(value).resolve())
+    uri = absolute_store_uri(str(config.tracking.uri))
+    # The default, sqlite:///${paths.output_dir}/mlflow.db, follows paths.output_dir; a URI given as is may not.
+    if uri != config.tracking.uri and "tracking.uri" not in swept and not OmegaConf.is_interpolation(config.tracking,
+                                                                                                      "uri"):
+        absolute["tracking.uri"] = uri
+    kept = [argument for argument in arguments if argument.split("=", 1)[0].lstrip("+~") not in absolute]
+    return kept + [f"{key}={value}" for key, value in absolute.items()]
+
+
+def absolute_store_uri(uri: str) -> str:
+    """sqlite:///relative/path -> sqlite:////its/absolute/path; any other URI as it is."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
 
 
 def _interrupt(signum: int, frame: object) -> None:
