@@ -5,6 +5,7 @@ start that leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -17,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import REPO, free_port, ray_head, user_environment
-from tfrexp.tracking import server
+from tfrexp.tracking import postgres, server
 
 TINY = ["model=cnn_small", "dataset.max_examples_per_split=300", "trainer.verbose=0", "tracking.log_model=false"]
 
@@ -112,6 +113,30 @@ def test_eight_parallel_jobs_log_every_epoch_into_the_postgres_backed_server(ser
     assert server.stop(server_root) == [f"mlflow server (pid {pid})", f"PostgreSQL ({server_root / 'pgdata'})"]
     assert _listening(port) == [] and _listening(pg_port) == []
     assert server.stop(server_root) == [], "a second stop finds nothing to stop"
+
+
+@pytest.mark.slow
+def test_the_store_lets_in_only_the_holder_of_its_password_file_and_mlflow_is_no_superuser(server_root, tmp_path):
+    port, pg_port = free_port(), free_port()
+    server.start(server_root, port, pg_port, workers=1, durable=False)
+    passwords = server_root / "pgpass"
+    assert (passwords.stat().st_mode & 0o777, passwords.stat().st_uid) == (0o600, os.geteuid()), "the owner's alone"
+    psql = [str(postgres.bindir() / "psql"), "-X", "-w", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "mlflow",
+            "-d", "mlflow", "-tAc", "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    without = subprocess.run(psql, env={**environment, "PGPASSFILE": str(tmp_path / "none")}, capture_output=True,
+                             text=True, cwd="/")
+    assert without.returncode != 0 and "password" in without.stderr, "no password, no entry"
+    if os.geteuid() == 0:  # another local account (it cannot read the file)
+        other = subprocess.run(["runuser", "-u", "nobody", "--", *psql], env=environment, capture_output=True,
+                               text=True, cwd="/")
+        assert other.returncode != 0 and "password" in other.stderr, other.stderr
+    holder = subprocess.run(psql, env={**environment, "PGPASSFILE": str(passwords)}, capture_output=True, text=True,
+                            cwd="/")
+    assert (holder.returncode, holder.stdout.strip()) == (0, "f"), holder.stderr
+    server.stop(server_root)
+    assert server.start(server_root, port, pg_port, workers=1, durable=False) == f"http://127.0.0.1:{port}", \
+        "a restart finds its password"
 
 
 @pytest.mark.parametrize("option", ["--port", "--pg-port"])

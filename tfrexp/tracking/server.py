@@ -2,9 +2,8 @@
 PostgreSQL store, for sweeps whose parallel jobs would lock a SQLite file.
 
 Everything lives under one root folder (outputs/server by default): PostgreSQL's data folder `pgdata/` (its log
-is `pgdata/postgresql.log`), the artifacts `artifacts/`, the server's log `mlflow.log`, and `server.json`, which
-holds the server's pid and tracking URI. PostgreSQL comes from the machine's packages and refuses to run as
-root, so under root every PostgreSQL command runs as the user `postgres`, which owns the data folder.
+is `pgdata/postgresql.log`) and the store's passwords `pgpass` (tracking/postgres.py), the artifacts
+`artifacts/`, the server's log `mlflow.log`, and `server.json`, which holds the server's pid and tracking URI.
 
     python -m tfrexp.tracking.server start [--root outputs/server] [--port 5001] [--pg-port 5433] [--workers 4]
     python -m tfrexp.tracking.server stop [--root outputs/server]
@@ -18,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,13 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from tfrexp.errors import TfrexpError, exit_with_error
-
-PG_USER = "postgres"  # the unprivileged user the PostgreSQL packages create, for running it under root
-DATABASE = "mlflow"  # both the database and its (superuser) role
-
-
-class ServerError(TfrexpError):
-    """The tracking server cannot be started; the message names the value or program at fault."""
+from tfrexp.tracking import postgres
+from tfrexp.tracking.postgres import ServerError
 
 
 def start(root: str | Path, port: int = 5001, pg_port: int = 5433, *, workers: int = 4, durable: bool = True,
@@ -48,8 +40,8 @@ def start(root: str | Path, port: int = 5001, pg_port: int = 5433, *, workers: i
     root = Path(root).resolve()
     if root.exists() and not root.is_dir():
         raise ServerError(f"--root {root}: not a folder")
-    bindir = pg_bindir()  # before anything is touched: without PostgreSQL there is nothing to do
-    running = _running_uri(root, bindir)
+    postgres.bindir()  # before anything is touched: without PostgreSQL there is nothing to do
+    running = _running_uri(root)
     if running:
         return running
     stop(root)  # a half-dead earlier start (a crashed server, a stale state file) starts afresh
@@ -57,20 +49,9 @@ def start(root: str | Path, port: int = 5001, pg_port: int = 5433, *, workers: i
         _check_free(option, number)
     if port == pg_port:
         raise ServerError(f"--port {port} and --pg-port {pg_port}: MLflow and PostgreSQL need two different ports")
-    data = root / "pgdata"
     root.mkdir(parents=True, exist_ok=True)
-    _prepare_data_folder(data)
-    if not (data / "PG_VERSION").is_file():
-        # --auth=trust: it listens on loopback only, like the MLflow server in front of it, which has no login.
-        _run([bindir / "initdb", "-D", data, "-U", DATABASE, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8",
-              *([] if durable else ["--no-sync"])], f"initdb -D {data}", root)
     try:
-        # TCP on loopback only, and no Unix socket (-k ''): nothing else on the machine needs one, and a socket
-        # path under a deep checkout can pass the 107-byte limit of socket names.
-        options = f"-c listen_addresses=127.0.0.1 -p {pg_port} -k ''" + ("" if durable else " -c fsync=off")
-        _run([bindir / "pg_ctl", "-D", data, "-l", data / "postgresql.log", "-w", "-o", options, "start"],
-             f"starting PostgreSQL on 127.0.0.1:{pg_port}", root, log=data / "postgresql.log")
-        _ensure_database(bindir, pg_port, root)
+        postgres.start(root, pg_port, durable)
         return _start_mlflow(root, port, pg_port, workers, timeout_s)
     except BaseException:  # Ctrl-C too: leave nothing half-started
         stop(root)
@@ -85,41 +66,18 @@ def stop(root: str | Path) -> list[str]:
     if state and _is_our_group(state["pid"]):
         _stop_group(state["pid"])
         stopped.append(f"mlflow server (pid {state['pid']})")
-    data = root / "pgdata"
-    if (data / "PG_VERSION").is_file():
-        bindir = pg_bindir()
-        if _as_postgres([bindir / "pg_ctl", "-D", data, "status"], root).returncode == 0:
-            _run([bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], f"pg_ctl stop -D {data}", root)
-            stopped.append(f"PostgreSQL ({data})")
+    if postgres.stop(root):
+        stopped.append(f"PostgreSQL ({root / 'pgdata'})")
     (root / "server.json").unlink(missing_ok=True)
     return stopped
 
 
-def pg_bindir() -> Path:
-    """PostgreSQL's programs: where pg_config says they are, else the newest /usr/lib/postgresql/*/bin."""
-    candidates = []
-    if shutil.which("pg_config"):
-        # pg_config also ships with the client library alone, whose bindir may have no initdb.
-        found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        if found.returncode == 0:
-            candidates.append(Path(found.stdout.strip()))
-    versions = Path("/usr/lib/postgresql").glob("*/bin")
-    candidates += sorted(versions, key=lambda path: [int(part) for part in path.parent.name.split(".")
-                                                       if part.isdigit()], reverse=True)
-    for bindir in candidates:
-        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
-            return bindir
-    raise ServerError("no PostgreSQL server found: neither `pg_config --bindir` nor /usr/lib/postgresql/*/bin has "
-                      "initdb and pg_ctl (install the postgresql package)")
-
-
-def _running_uri(root: Path, bindir: Path) -> str | None:
+def _running_uri(root: Path) -> str | None:
     """The URI of a server of root that is fully up: its process, its /health and its PostgreSQL."""
     state = _read_state(root)
     if not state or not _is_our_group(state["pid"]) or not _healthy(state["uri"]):
         return None
-    status = _as_postgres([bindir / "pg_ctl", "-D", root / "pgdata", "status"], root)
-    return state["uri"] if status.returncode == 0 else None
+    return state["uri"] if postgres.is_running(root) else None
 
 
 def _check_free(option: str, port: int) -> None:
@@ -135,30 +93,6 @@ def _check_free(option: str, port: int) -> None:
                               f"choose another port") from None
 
 
-def _prepare_data_folder(data: Path) -> None:
-    data.mkdir(mode=0o700, exist_ok=True)
-    if os.geteuid() != 0:
-        return
-    try:
-        user = pwd.getpwnam(PG_USER)
-    except KeyError:
-        raise ServerError(f"PostgreSQL refuses to run as root and there is no user {PG_USER!r} to run it "
-                          f"(install the postgresql package, or run as an unprivileged user)") from None
-    os.chown(data, user.pw_uid, user.pw_gid)
-    data.chmod(0o700)
-    if _as_postgres(["test", "-w", data, "-a", "-x", data], data.parent).returncode != 0:
-        raise ServerError(f"the user {PG_USER!r} cannot reach {data}: every folder above it needs o+x "
-                          f"(or choose another --root)")
-
-
-def _ensure_database(bindir: Path, pg_port: int, root: Path) -> None:
-    """Create the `mlflow` database unless it exists (a restart keeps the store)."""
-    psql = [bindir / "psql", "-X", "-h", "127.0.0.1", "-p", str(pg_port), "-U", DATABASE, "-d", "postgres", "-tAc"]
-    found = _run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"], "psql", root)
-    if found.stdout.strip() != "1":
-        _run([*psql, f"CREATE DATABASE {DATABASE}"], f"creating the database {DATABASE!r}", root)
-
-
 def _start_mlflow(root: Path, port: int, pg_port: int, workers: int, timeout_s: float) -> str:
     uri = f"http://127.0.0.1:{port}"
     log_path = root / "mlflow.log"
@@ -167,10 +101,10 @@ def _start_mlflow(root: Path, port: int, pg_port: int, workers: int, timeout_s: 
         # ends it together with its worker processes through the process group.
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             # The driver of the `server` extra (psycopg 3), named: SQLAlchemy 2.0 would pick psycopg2.
-             "--backend-store-uri", f"postgresql+psycopg://{DATABASE}@127.0.0.1:{pg_port}/{DATABASE}",
+             "--backend-store-uri", postgres.backend_uri(pg_port),
              "--artifacts-destination", str(root / "artifacts"), "--workers", str(workers)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+            env={**os.environ, **postgres.client_environment(root)})
     _write_state(root, {"pid": server.pid, "uri": uri, "pg_port": pg_port})
     deadline = time.monotonic() + timeout_s
     while not _healthy(uri):
@@ -227,22 +161,6 @@ def _stop_group(pgid: int, grace_s: float = 20) -> None:
             time.sleep(0.1)
         if not _group_members(pgid):
             return
-
-
-def _as_postgres(command: list, cwd: Path) -> subprocess.CompletedProcess:
-    """A command as the user PostgreSQL runs as: `postgres` under root (PostgreSQL refuses root), else us.
-    cwd is a folder that user can enter: some PostgreSQL programs complain about one they cannot."""
-    prefix = ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
-    return subprocess.run([*prefix, *map(str, command)], capture_output=True, text=True, cwd=cwd)
-
-
-def _run(command: list, what: str, cwd: Path, log: Path | None = None) -> subprocess.CompletedProcess:
-    done = _as_postgres(command, cwd)
-    if done.returncode != 0:
-        # The first line: PostgreSQL's programs print the error, then hints.
-        output = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
-        raise ServerError(f"{what} failed: {output.splitlines()[0]}" + (f" (see {log})" if log else ""))
-    return done
 
 
 def _read_state(root: Path) -> dict | None:
