@@ -66,7 +66,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
     interrupts = Interrupts()  # Ctrl-C and SIGTERM end the run KILLED, never between logging and saving an epoch
     with interrupts.installed(), tracked_run(
         settings.tracking, context.identity, context.resolved_config, context.config_yaml,
-        resume_backups=backups if settings.trainer.resume else None,
+        resume_backups=backups if settings.trainer.resume else None, unsent_dir=output_dir / "unsent",
     ) as tracked:
         records = ensure_records(source, settings.writer, settings.paths.records_dir)
         manifest = records.manifest
@@ -91,9 +91,9 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             model = build_model(input_shape=manifest.image_shape, num_classes=len(manifest.class_names))
             fit.compile_model(model, settings.trainer, plan, device)
         tracked.log_text(_summary(model), "model_summary.txt")
-        # Values the store does not take are kept; on any way out they are written to a file, and a resumed
-        # run (same run id) sends them.
-        metrics = tracked.metric_buffer(output_dir / "unsent")
+        # Values the store does not take are kept; on any way out they are written to a file, which the next
+        # run against the store sends.
+        metrics = tracked.metric_buffer()
         logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready, started=context.started)
         fit_started = time.perf_counter()
         try:

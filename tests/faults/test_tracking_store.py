@@ -1,7 +1,8 @@
 """The MLflow server unreachable at start stops the run before any work; killed during training,
 training still finishes, unsent metric values are retried, and what never got through fails the run
-loudly and is saved to a file: nothing is dropped silently (at least once: a value the server stored but
-could not confirm as it died is kept as well)."""
+loudly and is saved to a file: nothing is dropped silently (a value the server stored but could not confirm as
+it died is kept as well). Once the server is back, the next run sends the file to the run it belongs to, each
+value once, and ends that run, which the dead server had left RUNNING."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def test_unreachable_at_start_stops_before_any_work(tmp_path):
     assert not (outputs / "records").exists() and not (outputs / "backups").exists()
 
 
-def test_killed_mid_run_training_finishes_and_unsent_metrics_are_kept(tmp_path):
-    server, uri = start_mlflow_server(tmp_path / "server.db", tmp_path / "art")
+def test_killed_mid_run_training_finishes_and_unsent_metrics_are_kept_then_sent(tmp_path):
+    port = free_port()
+    server, uri = start_mlflow_server(tmp_path / "server.db", tmp_path / "art", port=port)
     outputs = tmp_path / "outputs"
     process = subprocess.Popen([sys.executable, "-m", "tfrexp", *RUN, f"tracking.uri={uri}",
                                 f"paths.output_dir={outputs}"], cwd=REPO, stdout=subprocess.PIPE,
@@ -56,3 +58,15 @@ def test_killed_mid_run_training_finishes_and_unsent_metrics_are_kept(tmp_path):
     assert set(stored) | set(kept) == {1, 2, 3, 4}, "every epoch is in the store or in the file"
     assert kept and max(stored) < 4, "the epochs after the crash are in the file"
     assert any("test_accuracy" in entry["metrics"] for entry in unsent), "training went on to the end"
+
+    # The server back: a later run of the same config, resumed, sends the file to the first run, once.
+    server, uri = start_mlflow_server(tmp_path / "server.db", tmp_path / "art", port=port)
+    try:
+        again = run_tfrexp(*RUN, f"tracking.uri={uri}", f"paths.output_dir={outputs}", "trainer.resume=true")
+    finally:
+        stop_mlflow_server(server)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [point.step for point in store.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2, 3, 4]
+    first = store.get_run(run.info.run_id)
+    assert "test_accuracy" in first.data.metrics and first.info.status == "FAILED", "no longer RUNNING"
+    assert not list(outputs.rglob("unsent_metrics.json")), "sent, so no longer kept"

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.records.manifest import Manifest
-from tfrexp.tracking.metrics import MetricBuffer
+from tfrexp.tracking.metrics import UNSENT_FILE, MetricBuffer, send_unsent
 from tfrexp.tracking.names import JobIdentity
 from tfrexp.tracking.store import connect
 
@@ -36,11 +36,13 @@ DATASET_RACE = ("UNIQUE constraint failed", "UniqueViolation", "deadlock detecte
 class TrackedRun:
     """The run in progress: everything an experiment logs goes through here."""
 
-    def __init__(self, run_id: str, experiment_id: str, tracking_uri: str, resumed: bool) -> None:
+    def __init__(self, run_id: str, experiment_id: str, tracking_uri: str, resumed: bool,
+                 unsent_dir: Path | None = None) -> None:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
         self.resumed = resumed  # a resumed run logged its config and inputs the first time
+        self.unsent_dir = unsent_dir
 
     def log_params(self, params: dict[str, Any]) -> None:
         mlflow.log_params(params)
@@ -58,10 +60,10 @@ class TrackedRun:
         mlflow.log_params(flatten(resolved))
         mlflow.log_text(yaml_text, "config.yaml")
 
-    def metric_buffer(self, unsent_dir: Path) -> MetricBuffer:
+    def metric_buffer(self) -> MetricBuffer:
         """Per-epoch metrics for this run; what the store does not take ends up in
-        `<unsent_dir>/<run id>/unsent_metrics.json`, which a resumed run (same run id) sends."""
-        return MetricBuffer(unsent_dir / self.run_id / "unsent_metrics.json")
+        `<unsent_dir>/<run id>/unsent_metrics.json`, which the next run against the store sends."""
+        return MetricBuffer(self.unsent_dir / self.run_id / UNSENT_FILE if self.unsent_dir else None)
 
     def log_records(self, directory: Path, manifest: Manifest, reused: bool) -> None:
         """Which record version the run used, its counts, its manifest, every file the writer skipped, and
@@ -108,12 +110,16 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(tracking: TrackingConfig, identity: JobIdentity, resolved_config: dict | None = None,
-                config_yaml: str = "", resume_backups: Path | None = None) -> Iterator[TrackedRun]:
+                config_yaml: str = "", resume_backups: Path | None = None,
+                unsent_dir: Path | None = None) -> Iterator[TrackedRun]:
     """Connect to the store and run the block inside one MLflow run, which ends FINISHED, FAILED (with the
     error as a tag and a text artifact) or KILLED. The run is tagged with its config's digest; with
     `resume_backups` (trainer.resume=true) the latest interrupted run of the same config that has a Keras
-    backup there is reopened and continued instead of a new one."""
+    backup there is reopened and continued instead of a new one. Metric values earlier runs could not send
+    are in `unsent_dir`: they are sent first."""
     experiment_id = connect(tracking)
+    if unsent_dir is not None and unsent_dir.is_dir():
+        send_unsent(unsent_dir, tracking.uri)
     tags, resume_id = dict(identity.tags), None
     if resolved_config is not None:
         tags["config.digest"] = digest = config_digest(resolved_config)
@@ -121,7 +127,8 @@ def tracked_run(tracking: TrackingConfig, identity: JobIdentity, resolved_config
             resume_id = run_to_resume(experiment_id, digest, resume_backups)
     with start_run(experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id,
                      tracking.system_metrics) as active:
-        run = TrackedRun(active.info.run_id, experiment_id, tracking.uri, resumed=resume_id is not None)
+        run = TrackedRun(active.info.run_id, experiment_id, tracking.uri, resumed=resume_id is not None,
+                         unsent_dir=unsent_dir)
         if resolved_config is not None and not run.resumed:
             run.log_config(resolved_config, config_yaml)
         yield run
