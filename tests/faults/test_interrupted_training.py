@@ -1,5 +1,5 @@
-"""SIGINT or SIGTERM during fit ends the run KILLED with the last epoch saved; trainer.resume=true
-continues it, in the same MLflow run, with no duplicate or missing epoch."""
+"""SIGINT, SIGTERM or SIGUSR2 (Slurm's time limit) during fit ends the run KILLED with the last epoch saved;
+trainer.resume=true continues it, in the same MLflow run, with no duplicate or missing epoch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ RUN = ["model=cnn_small", "dataset.max_examples_per_split=2500", "trainer.epochs
        "tracking.log_model=false"]
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2])
 def test_interrupted_then_resumed_into_the_same_run(tmp_path, signal_number):
     outputs = tmp_path / "outputs"
     process = subprocess.Popen([sys.executable, "-m", "tfrexp", *RUN, f"paths.output_dir={outputs}"], cwd=REPO,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 import keras
 import numpy as np
@@ -144,3 +145,21 @@ def test_throughput_and_input_wait_are_measured_on_training_alone(monkeypatch):
     assert metrics["epoch_seconds"] == 10.0 and metrics["train_seconds"] == 4.0
     assert metrics["examples_per_second"] == 100.0
     assert metrics["input_wait_share"] == pytest.approx((0.5 + 0.0 + 0.5) / 4.0)
+
+
+def test_a_time_limit_signal_interrupts_and_is_then_handed_to_the_launcher():
+    """submitit handles Slurm's SIGUSR2 by checkpointing and requeueing the job: the run ends first."""
+    handed = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))
+    try:
+        interrupts = Interrupts()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.installed():
+                try:
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                    time.sleep(5)  # the handler raises at once; this is not waited for
+                finally:
+                    while_open = list(handed)
+        assert while_open == [] and handed == [signal.SIGUSR2], "handed on once the run has ended"
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -107,25 +107,33 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class Interrupts:
-    """SIGINT and SIGTERM as KeyboardInterrupt, held back while an epoch is being logged and saved, so the
-    MLflow history and the backup always agree on the last finished epoch (no epoch lost or logged twice
-    on resume). Use `installed()` around training and put `hold()` / `release()` around those callbacks."""
+    """SIGINT, SIGTERM and SIGUSR2 (Slurm's time-limit warning, through submitit) as KeyboardInterrupt, held
+    back while an epoch is being logged and saved, so the MLflow history and the backup always agree on the
+    last finished epoch (no epoch lost or logged twice on resume). Use `installed()` around the tracked run and
+    put `hold()` / `release()` around those callbacks. A SIGUSR2 that had a handler of its own before (submitit
+    checkpoints and requeues the job there) is handed to it once the run has ended KILLED."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self._holding = False
         self._pending: int | None = None
+        self._received: int | None = None
 
     @contextmanager
     def installed(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers belong to the main thread (a joblib worker's job may run elsewhere)
             return
-        previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         try:
             yield
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            handed_on = previous[signal.SIGUSR2]
+            if self._received == signal.SIGUSR2 and callable(handed_on):
+                handed_on(signal.SIGUSR2, None)
 
     def hold(self) -> keras.callbacks.Callback:
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._start_holding())
@@ -134,6 +142,7 @@ class Interrupts:
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._stop_holding())
 
     def _handle(self, signum: int, frame: object) -> None:
+        self._received = self._received or signum
         if self._holding:
             self._pending = signum
             return
