@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -117,3 +119,22 @@ def test_the_jax_backend_trains_and_logs_like_tensorflow(tmp_path):
     for metric in ("loss", "val_accuracy", "examples_per_second", "input_wait_share"):
         assert [point.step for point in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
     assert run.data.metrics["test_accuracy"] > 0.8
+
+
+def test_the_cats_vs_dogs_commands_of_the_docs(tmp_path):
+    """docs/data.md's commands with their defaults, from a project folder: the generated folder, the preset on
+    it (a finished run well above chance), and the default trainer, which diverges and says so."""
+    made = subprocess.run([sys.executable, "-m", "tfrexp.bench.synthetic", "outputs/catdog-demo", "--per-class",
+                           "600"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    preset = run_tfrexp("experiment=catdog_seed", "dataset.source.path=outputs/catdog-demo", "trainer.epochs=3",
+                        cwd=tmp_path)
+    assert preset.returncode == 0, preset.stderr[-3000:]
+    default = run_tfrexp("dataset=catdog", "model=catdog_cnn", "dataset.source.path=outputs/catdog-demo",
+                         cwd=tmp_path)
+    assert default.returncode == 2 and "training diverged: loss rose from" in default.stderr.strip().splitlines()[-1]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    assert [run.info.status for run in runs] == ["FINISHED", "FAILED"]
+    assert runs[0].data.metrics["test_accuracy"] > 0.7, "chance is 0.5; the generated classes allow about 0.8"

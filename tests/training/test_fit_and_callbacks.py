@@ -163,3 +163,19 @@ def test_a_time_limit_signal_interrupts_and_is_then_handed_to_the_launcher():
         assert while_open == [] and handed == [signal.SIGUSR2], "handed on once the run has ended"
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_loss_that_explodes_without_reaching_nan_is_divergence():
+    """The default trainer on cats vs dogs: the loss went 0.69 -> 112 in 4 steps and the run ended FINISHED."""
+    stop = StopOnDivergence()
+    stop.on_train_begin()
+    stop.on_epoch_begin(0)
+    for batch, loss in enumerate([0.69, 0.8, 3.0, 9.9]):  # a rough start is no divergence
+        stop.on_train_batch_end(batch, {"loss": loss})
+    with pytest.raises(TrainingDiverged, match=r"loss rose from 0.69 to 112 .* at epoch 1, batch 5"):
+        stop.on_train_batch_end(4, {"loss": 112.0})
+    resumed = StopOnDivergence()  # a resumed run starts low: the bar is never under 10
+    resumed.on_train_begin()
+    resumed.on_epoch_begin(3)
+    for batch, loss in enumerate([0.01, 0.2, 0.9]):
+        resumed.on_train_batch_end(batch, {"loss": loss})

@@ -92,15 +92,32 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or infinite, with the reason as the error."""
+    """Stops training at the first batch whose loss is NaN or infinite, or has exploded: grown past
+    EXPLODED times the run's first loss (and past EXPLODED in any case, as a resumed run starts low)."""
+
+    EXPLODED = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: float | None = None  # the run's first loss
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._first = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"training diverged: loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}; "
-                "lower trainer.learning_rate"
-            )
+        if loss is None:
+            return
+        loss = float(loss)
+        where = f"at epoch {self._epoch + 1}, batch {batch + 1}; lower trainer.learning_rate"
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: loss is {loss} {where}")
+        if self._first is None:
+            self._first = loss
+        elif loss > self.EXPLODED * max(self._first, 1.0):
+            raise TrainingDiverged(f"training diverged: loss rose from {self._first:.3g} to {loss:.3g} (over "
+                                   f"{self.EXPLODED:g} times its start) {where}")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
