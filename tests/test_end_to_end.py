@@ -137,4 +137,4 @@ def test_the_cats_vs_dogs_commands_of_the_docs(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id],
                               order_by=["attributes.start_time ASC"])
     assert [run.info.status for run in runs] == ["FINISHED", "FAILED"]
-    assert runs[0].data.metrics["test_accuracy"] > 0.7, "chance is 0.5; the generated classes allow about 0.8"
+    assert runs[0].data.metrics["test_accuracy"] >= 0.95
