@@ -52,3 +52,18 @@ def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
         "records (raw) vs JPEG folder", "records (png) vs JPEG folder", "records (jpeg) vs JPEG folder"]
     assert all(row["ours"] > 0 and row["baseline"] > 0 for row in report["rows"])
     assert report["machine"]["cores"] >= 1 and "| catdog: 40 photos" in capsys.readouterr().out
+
+
+def test_bad_mnist_files_end_the_bench_in_one_line(tmp_path, monkeypatch, capsys):
+    """It was a 20-line DataError traceback, where the other commands print one line."""
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (data / name).write_bytes(b"not an IDX file")
+    monkeypatch.setenv("TFREXP_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--cases", "writer", "--output", str(tmp_path / "bench")])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tfrexp-bench: error: ") and "-idx" in last and "Traceback" not in last

@@ -245,3 +245,12 @@ def test_an_experiment_deleted_in_the_ui_is_named_with_how_to_restore_it(store):
     message = str(raised.value)
     assert "\n" not in message and "tracking.experiment='unit' was deleted" in message
     assert f"mlflow experiments restore --experiment-id {experiment_id}" in message and "tracking.experiment=" in message
+
+
+def test_a_parent_with_more_children_than_one_search_page_gets_them_all(store):
+    """The sweep summary stopped at 1,000 children, MLflow's page size."""
+    settings, experiment_id, client = store
+    parent = client.create_run(experiment_id).info.run_id
+    for _ in range(1001):
+        client.create_run(experiment_id, tags={"mlflow.parentRunId": parent})
+    assert len(tracking_store.children(settings.uri, experiment_id, parent)) == 1001

@@ -27,6 +27,7 @@ from tfrexp.bench.measure import Bench, Row
 from tfrexp.bench.mnist_io import bench_input, bench_writer
 from tfrexp.bench.sweeps import bench_sweeps
 from tfrexp.bench.training import bench_startup, bench_time_to_accuracy, bench_training
+from tfrexp.errors import TfrexpError, exit_with_error
 
 CASES = {"writer": bench_writer, "input": bench_input, "catdog": bench_catdog, "training": bench_training,
          "startup": bench_startup, "time_to_accuracy": bench_time_to_accuracy, "sweeps": bench_sweeps}
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for case in cases:
         case_started = time.perf_counter()
-        rows.extend(CASES[case](bench))
+        try:
+            rows.extend(CASES[case](bench))
+        except TfrexpError as error:  # missing data, a bad config: one line, as the other commands say it
+            exit_with_error(error, "tfrexp-bench")
         print(f"[{case}: {time.perf_counter() - case_started:.0f} s]", file=sys.stderr, flush=True)
     host = machine()
     table = render(rows, host)

@@ -105,9 +105,16 @@ def latest_run(tracking_uri: str, experiment: str, run_name: str | None = None) 
 
 
 def children(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:
-    """The child runs of a parent run (a sweep's jobs), as MLflow `Run`s."""
-    return mlflow.MlflowClient(tracking_uri).search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    """Every child run of a parent run (a sweep's jobs), as MLflow `Run`s, page after page (a search returns
+    1,000 at most)."""
+    client, runs, token = mlflow.MlflowClient(tracking_uri), [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def latest_sweep_children(tracking_uri: str, experiment: str) -> list:
