@@ -254,3 +254,21 @@ def test_a_parent_with_more_children_than_one_search_page_gets_them_all(store):
     for _ in range(1001):
         client.create_run(experiment_id, tags={"mlflow.parentRunId": parent})
     assert len(tracking_store.children(settings.uri, experiment_id, parent)) == 1001
+
+
+def test_a_store_failure_while_ending_a_run_leaves_no_active_run_behind(store, monkeypatch):
+    """The next run in the same process (the Python API, a notebook) failed: 'Run ... is already active'."""
+    _, experiment_id, client = store
+
+    def store_gone(*args, **kwargs):
+        raise MlflowException("the store went away")
+
+    with pytest.raises(RuntimeError):
+        with tracking_run.start_run(experiment_id, "first", {}):
+            monkeypatch.setattr(mlflow, "set_tag", store_gone)
+            raise RuntimeError("training failed")
+    monkeypatch.undo()
+    assert mlflow.active_run() is None
+    with tracking_run.start_run(experiment_id, "next", {}) as run:
+        pass
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -169,13 +169,17 @@ def start_run(
 
 
 def _end_run_reporting(message: str, status: int) -> None:
-    """Record why the run ended; if the store itself is what failed, keep the original error visible."""
+    """Record why the run ended, then end it; if the store itself is what failed, keep the original error
+    visible, and still end the run in this process, so that the next run here can start."""
     try:
         mlflow.set_tag("error", message[:5000])
         if status == RunStatus.FAILED:
             mlflow.log_text(message, "error.txt")
-        mlflow.end_run(RunStatus.to_string(status))
-    except MlflowException as store_error:
+    except (MlflowException, OSError) as store_error:
+        log.error("could not record in MLflow why the run ended: %s", store_error)
+    try:
+        mlflow.end_run(RunStatus.to_string(status))  # leaves the process's active runs first, then the store
+    except (MlflowException, OSError) as store_error:
         log.error("could not mark the run %s in MLflow: %s", RunStatus.to_string(status), store_error)
 
 
