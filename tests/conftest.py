@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from helpers import compose_config
@@ -28,3 +29,17 @@ def make_settings(tmp_path, data_dir):
         return config.to_settings(compose_config(*base, *overrides))
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(tmp_path_factory):
+    """After the last test: no process that a test started still runs (servers, Ray heads, browsers, jobs)
+    and no sweep folder is still held (a `mlflow_sweep.json` whose sweep never ended)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    held = sorted(str(path.relative_to(base)) for path in base.rglob("mlflow_sweep.json"))
+    # Python's own helpers (multiprocessing's resource tracker, forkserver) live as long as this process.
+    running = [command for child in psutil.Process().children(recursive=True)
+               if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+               and "multiprocessing." not in (command := " ".join(child.cmdline())[:200])]
+    assert (held, running) == ([], []), "left behind by the tests"
