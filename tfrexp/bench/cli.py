@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfrexp import config, run_context
+from tfrexp import run_context
 from tfrexp.bench.catdog import bench_catdog
 from tfrexp.bench.measure import Bench, Row
 from tfrexp.bench.mnist_io import bench_input, bench_writer
