@@ -189,7 +189,7 @@ def test_figures_are_closed_once_logged(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}
     with mlflow.start_run() as active:
-        tracked = tracking_run.TrackedRun(active.info.run_id, active.info.experiment_id, str(tmp_path), resumed=False)
+        tracked = tracking_run.TrackedRun(active.info.run_id, active.info.experiment_id, resumed=False)
         for _ in range(20):  # a long sequential sweep in one process
             tracked.log_report(history, np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
     assert plt.get_fignums() == []

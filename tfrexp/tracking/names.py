@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
 
 SWEEP_FILE = "mlflow_sweep.json"
@@ -36,14 +38,18 @@ def job_identity(hydra_config: Any, dataset: str, model: str, run_name: str | No
     return JobIdentity(run_name or name, tags, sweep["parent_run_id"])
 
 
+def sweep_overrides(overrides: list[str]) -> list[Override]:
+    """The overrides that sweep (`a=1,2`, `range(...)`, `choice(...)`), parsed by Hydra's own parser."""
+    return [override for override in OverridesParser.create().parse_overrides(overrides)
+            if override.is_sweep_override()]
+
+
 def parent_run_name(dataset: str, model: str, overrides: list[str], sweep_id: str) -> str:
     """`sweep-<dataset>-<model>-<sweep id>`; a swept dataset or model shows its choices (`cnn_small,cnn`), since
     the sweep's own config holds only the default option of a swept group."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     chosen = {"dataset": dataset, "model": model}
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.key_or_group in chosen and override.is_sweep_override():
+    for override in sweep_overrides(overrides):
+        if override.key_or_group in chosen:
             chosen[override.key_or_group] = ",".join(override.sweep_string_iterator())
     return f"sweep-{chosen['dataset']}-{chosen['model']}-{sweep_id}"
 

@@ -36,11 +36,9 @@ DATASET_RACE = ("UNIQUE constraint failed", "UniqueViolation", "deadlock detecte
 class TrackedRun:
     """The run in progress: everything an experiment logs goes through here."""
 
-    def __init__(self, run_id: str, experiment_id: str, tracking_uri: str, resumed: bool,
-                 unsent_dir: Path | None = None) -> None:
+    def __init__(self, run_id: str, experiment_id: str, resumed: bool, unsent_dir: Path | None = None) -> None:
         self.run_id = run_id
         self.experiment_id = experiment_id
-        self.tracking_uri = tracking_uri
         self.resumed = resumed  # a resumed run logged its config and inputs the first time
         self.unsent_dir = unsent_dir
 
@@ -127,8 +125,7 @@ def tracked_run(tracking: TrackingConfig, identity: JobIdentity, resolved_config
             resume_id = run_to_resume(experiment_id, digest, resume_backups)
     with start_run(experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id,
                      tracking.system_metrics) as active:
-        run = TrackedRun(active.info.run_id, experiment_id, tracking.uri, resumed=resume_id is not None,
-                         unsent_dir=unsent_dir)
+        run = TrackedRun(active.info.run_id, experiment_id, resumed=resume_id is not None, unsent_dir=unsent_dir)
         if resolved_config is not None and not run.resumed:
             run.log_config(resolved_config, config_yaml)
         yield run

@@ -18,13 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import exit_with_error
-from tfrexp.tracking.names import SWEEP_FILE, git_state, job_identity, parent_run_name, read_sweep_file
+from tfrexp.tracking.names import (
+    SWEEP_FILE,
+    git_state,
+    job_identity,
+    parent_run_name,
+    read_sweep_file,
+    sweep_overrides,
+)
 
 ENDED_SWEEP_FILE = "mlflow_sweep.ended.json"
 
@@ -120,9 +126,7 @@ def with_absolute_paths(config: DictConfig, arguments: list[str]) -> list[str]:
     """The sweep's overrides, with every path (paths.output_dir, paths.data_dir, hydra.sweep.dir) and a SQLite
     tracking.uri that is relative made absolute here, in the driver: a launcher's jobs may run in another folder
     (a Ray worker starts in its head's), where a relative path names another store and another sweep folder."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(arguments) if o.is_sweep_override()}
+    swept = {override.key_or_group for override in sweep_overrides(arguments)}
     absolute = {}
     for key in ("paths.output_dir", "paths.data_dir", "hydra.sweep.dir"):
         value = OmegaConf.select(config, key)
@@ -269,6 +273,6 @@ def _tracking_settings(config: DictConfig) -> TrackingConfig:
 
 def _swept_keys(overrides: list[str], config: DictConfig) -> set[str]:
     """Keys the sweep varies: sweep syntax on the command line (a,b / range / choice), or a search space."""
-    keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()}
+    keys = {override.key_or_group for override in sweep_overrides(overrides)}
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return keys | set(params)
