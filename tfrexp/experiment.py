@@ -123,6 +123,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             tracked.log_model(model, example_images.numpy()[:8])
         shutil.rmtree(cache_dir, ignore_errors=True)
         objective = _objective(settings.trainer.objective, history, test_metrics)
+        interrupts.raise_received()  # a signal whose exception Python dropped still ends the run KILLED
 
     return RunResult(run_id=tracked.run_id, run_name=context.identity.run_name,
                      experiment=settings.tracking.experiment, experiment_id=tracked.experiment_id,

@@ -84,9 +84,9 @@ def test_the_callbacks_run_in_the_contracted_order(tmp_path):
     logger = EpochMetricsLogger(64, MetricBuffer())
     callbacks = training_callbacks(interrupts, logger, tmp_path / "backup")
     kinds = [type(callback).__name__ for callback in callbacks]
-    assert kinds == ["StopOnDivergence", "LambdaCallback", "EpochMetricsLogger", "BackupAndRestore",
-                     "LambdaCallback"]
-    hold, release = callbacks[1], callbacks[4]
+    assert kinds == ["StopOnDivergence", "LambdaCallback", "LambdaCallback", "EpochMetricsLogger",
+                     "BackupAndRestore", "LambdaCallback"]
+    hold, release = callbacks[2], callbacks[5]
     hold.on_epoch_end(0, {})
     with interrupts.installed():
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the epoch is logged and saved: held back
@@ -95,6 +95,37 @@ def test_the_callbacks_run_in_the_contracted_order(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)  # outside the held span: at once
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler is back"
+
+
+class _SignalsInFinalizer:
+    """Sends SIGTERM from `__del__`, as it arrives while Python runs a finalizer (a tf.data iterator's, say):
+    Python prints the handler's KeyboardInterrupt as "Exception ignored in ..." and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_whose_exception_python_dropped_still_stops_training(tmp_path, monkeypatch):
+    """Seen in CI: a run sent SIGTERM in its second epoch trained to the end and exited 0."""
+    monkeypatch.chdir(tmp_path)  # had it trained on, its epochs would be logged to ./mlflow.db
+    model = model_builder(CNN)(input_shape=(8, 8, 1), num_classes=2)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    interrupts = Interrupts()
+    batches = []
+
+    def signal_once_in_a_finalizer(batch, logs):
+        batches.append(batch)
+        if len(batches) == 2:
+            _SignalsInFinalizer()  # made and dropped at once: its __del__ runs here
+
+    sends = keras.callbacks.LambdaCallback(on_train_batch_end=signal_once_in_a_finalizer)
+    callbacks = [*training_callbacks(interrupts, EpochMetricsLogger(64, MetricBuffer()), tmp_path / "b"), sends]
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt, match=f"signal {int(signal.SIGTERM)}"):
+            model.fit(_data(), epochs=3, verbose=0, callbacks=callbacks)
+        assert batches == [0, 1], "stopped at the end of the next batch, before anything else saw it"
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_received()  # and wherever the run goes on after it
 
 
 def test_a_non_finite_loss_stops_at_that_batch():

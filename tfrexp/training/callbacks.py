@@ -26,14 +26,16 @@ def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backu
     """The callbacks of `fit`, in the order that is the run's contract. Keras calls them in list order:
 
     1. stop at the first batch whose loss is not finite, before anything of that batch is logged;
-    2. from here until 5, a SIGINT/SIGTERM is held back, so that
-    3. the epoch's metrics are logged to MLflow and
-    4. model and optimizer are saved (`trainer.resume=true` restores from here) as one step: the store
+    2. stop at the end of a batch if a signal was received but did not stop the run (see `Interrupts`);
+    3. from here until 6, a SIGINT/SIGTERM is held back, so that
+    4. the epoch's metrics are logged to MLflow and
+    5. model and optimizer are saved (`trainer.resume=true` restores from here) as one step: the store
        and the backup always agree on the last finished epoch, and a resumed run logs each epoch once;
-    5. a signal that arrived meanwhile is raised now, after the save.
+    6. a signal that arrived meanwhile is raised now, after the save.
     """
     return [
         StopOnDivergence(),
+        interrupts.at_batch_end(),
         interrupts.hold(),
         logger,
         keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -127,7 +129,10 @@ class Interrupts:
     """SIGINT, SIGTERM and SIGUSR2 (Slurm's time-limit warning, through submitit) as KeyboardInterrupt, held
     back while an epoch is being logged and saved, so the MLflow history and the backup always agree on the
     last finished epoch (no epoch lost or logged twice on resume). Use `installed()` around the tracked run and
-    put `hold()` / `release()` around those callbacks. A SIGUSR2 that had a handler of its own before (submitit
+    put `hold()` / `release()` around those callbacks. A signal raises at once, but Python drops an exception
+    raised while it runs a finalizer (a tf.data iterator's `__del__`, say: "Exception ignored in ..."), and
+    training would go on to finish; so `at_batch_end()` and `raise_received()` raise it again wherever the run
+    goes on after one arrived. A SIGUSR2 that had a handler of its own before (submitit
     checkpoints and requeues the job there) is handed to it once the run has ended KILLED."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
@@ -157,6 +162,14 @@ class Interrupts:
 
     def release(self) -> keras.callbacks.Callback:
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self._stop_holding())
+
+    def at_batch_end(self) -> keras.callbacks.Callback:
+        return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: self.raise_received())
+
+    def raise_received(self) -> None:
+        """Raise the signal received, if any: reaching here means it has not stopped the run yet."""
+        if self._received is not None and not self._holding:
+            raise KeyboardInterrupt(f"signal {self._received}")
 
     def _handle(self, signum: int, frame: object) -> None:
         self._received = self._received or signum
