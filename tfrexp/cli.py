@@ -47,7 +47,7 @@ def run_job(composed: DictConfig) -> float:
             raise
         context = run_context.run_context(composed, hydra_config, settings, Path(hydra_config.runtime.output_dir),
                                           run_context.process_start())
-        prepare_backend(settings.trainer)
+        prepare_backend(settings.trainer, hydra_config)
         from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 
         result = experiment.run(settings, source, context)

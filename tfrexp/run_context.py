@@ -19,6 +19,7 @@ from tfrexp import config, sources
 from tfrexp.config.schema import Config
 from tfrexp.records.examples import ExampleSource
 from tfrexp.tracking.names import JobIdentity, job_identity
+from tfrexp.training import devices
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ def register_schemas() -> None:
     when an app starts (the command's main, the API's compose), before Hydra composes."""
     config.register_schemas()
     sources.register_schemas()
+    devices.register_resolver()  # the Ray launcher's GPUs per task
 
 
 def compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:

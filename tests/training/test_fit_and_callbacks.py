@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfrexp.pipeline import ReadyTimes
 from tfrexp.training import callbacks, fit
 from tfrexp.training.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence, training_callbacks
+from tfrexp.training.devices import visible_devices
 from tfrexp.config.schema import Toggle, TrainerConfig
 from tfrexp.errors import ConfigError, TrainingDiverged
 from tfrexp.experiment import model_builder
@@ -53,7 +54,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_as_configured():
     assert float(schedule(0)) == 0.0 and math.isclose(float(schedule(10)), 0.01, rel_tol=1e-6)
     assert float(schedule(55)) < 0.01 and float(schedule(100)) < 1e-6
     assert device.device == "CPU" and device.as_params() == {"device": "CPU", "mixed_precision": False,
-                                                            "jit_compile": False, "replicas": 1}
+                                                            "jit_compile": False, "replicas": 1,
+                                                            "visible_devices": visible_devices()}
 
 
 def test_constant_schedule_and_weight_decay_choose_the_optimizer():

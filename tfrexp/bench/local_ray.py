@@ -26,10 +26,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None) -> Iterator[tuple[str, dict, int]]:
+def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None,
+             num_gpus: int | None = None) -> Iterator[tuple[str, dict, int]]:
     """Yields the head's address, the environment a process needs to connect to it (`base_env`, else this
     process's, made to keep Ray on loopback), and the session id of the cluster's processes. Jobs' workers
-    start in `cwd`, with that environment; the head's log is written there too."""
+    start in `cwd`, with that environment; the head's log is written there too. `num_gpus` declares that many
+    GPUs (Ray hands them out, as CUDA_VISIBLE_DEVICES, even where the machine has none); None: Ray counts them."""
     env = {**(os.environ if base_env is None else base_env), **RAY_ON_LOOPBACK}
     ray = str(Path(sys.executable).with_name("ray"))
     address = f"127.0.0.1:{_free_port()}"
@@ -40,7 +42,7 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None) -> Iter
         [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={address.split(':')[1]}",
          f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
          f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}"],
+         f"--metrics-export-port={_free_port()}", *([] if num_gpus is None else [f"--num-gpus={num_gpus}"])],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

@@ -156,6 +156,14 @@ class TrainerConfig:
     # Over several devices, pipeline.batch_size stays the global batch (split across replicas) and
     # learning_rate is not rescaled: a run means the same thing on one GPU or eight.
     distribution: Distribution = Distribution.auto
+    # Sweeps on a machine with several GPUs (docs/scale-out.md, tfrexp/training/devices.py): each job that runs
+    # beside others in a worker process (the joblib launcher) takes GPUs of its own before TensorFlow loads,
+    # and its worker keeps them for its life; a Ray task asks Ray for them (hydra/launcher=ray_cluster). A
+    # single run, and jobs run one after another in the sweep's own process, see every GPU.
+    gpus_per_job: int = 1  # 0: jobs take none of their own and share every GPU of the sweep
+    # The GPU ids (as in CUDA_VISIBLE_DEVICES) a joblib sweep shares out; null: the sweep's
+    # CUDA_VISIBLE_DEVICES, else every GPU of the machine.
+    sweep_gpus: Optional[List[str]] = None
     steps_per_execution: int = 1
     objective: str = "val_accuracy"  # what the entrypoint returns to a sweeper
     objective_direction: str = "max"  # max | min: which end of the objective is best
@@ -174,6 +182,13 @@ class TrainerConfig:
         require(0 <= self.beta_2 < 1, "trainer.beta_2", self.beta_2, "must be in [0, 1)")
         require(self.steps_per_execution > 0, "trainer.steps_per_execution", self.steps_per_execution,
                 "must be > 0")
+        require(self.gpus_per_job >= 0, "trainer.gpus_per_job", self.gpus_per_job, "must be >= 0")
+        if self.sweep_gpus is not None:
+            gpus = list(self.sweep_gpus)
+            require(all(str(gpu).strip() for gpu in gpus) and len(set(gpus)) == len(gpus), "trainer.sweep_gpus", gpus,
+                    "must be distinct GPU ids")
+            require(self.gpus_per_job <= len(gpus), "trainer.gpus_per_job", self.gpus_per_job,
+                    f"more than the {len(gpus)} GPUs of trainer.sweep_gpus")
         require(self.objective_direction in {"max", "min"}, "trainer.objective_direction",
                 self.objective_direction, "must be max|min")
         require(self.verbose in {0, 1, 2}, "trainer.verbose", self.verbose, "must be 0, 1 or 2")
@@ -212,6 +227,20 @@ class PathsConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Set on each trial's job by the Optuna sweeper (hparams_search=mnist_optuna), not by hand: the study the
+    trial reports its per-epoch objective to, so that the search's pruner can stop it early."""
+
+    storage: Optional[str] = None  # the study's database URL (hydra.sweeper.storage)
+    study: Optional[str] = None  # hydra.sweeper.study_name
+    trial: Optional[int] = None  # the trial's number in the study; null: not a search trial
+
+    def __post_init__(self) -> None:
+        require(self.trial is None or (self.storage is not None and self.study is not None), "search.trial",
+                self.trial, "needs search.storage and search.study")
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     writer: WriterConfig = field(default_factory=WriterConfig)
@@ -220,3 +249,4 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)

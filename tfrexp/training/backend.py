@@ -11,18 +11,21 @@ import importlib.util
 import os
 import sys
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 from tfrexp.config.schema import Backend, TrainerConfig
 from tfrexp.errors import ConfigError
+from tfrexp.training.devices import choose_job_gpus
 
 
-def prepare_backend(trainer: TrainerConfig) -> None:
+def prepare_backend(trainer: TrainerConfig, hydra_config: Any = None) -> None:
     """Import TensorFlow and Keras with the configured Keras backend. TensorFlow's C++ start-up lines
     (`cuInit ... UNKNOWN ERROR` on a machine without a GPU, oneDNN and CUDA-stub notices) are kept out of the
     output unless trainer.backend_logs is true: TF_CPP_MIN_LOG_LEVEL=3 (a value of the user's own wins)
     silences what TensorFlow logs once running, and what its libraries print while loading, which that
-    setting no longer reaches, is held back (and shown if the import fails)."""
+    setting no longer reaches, is held back (and shown if the import fails). A job that is a worker of a
+    sweep (`hydra_config`: the job's HydraConfig) first gets GPUs of its own (tfrexp.training.devices)."""
+    choose_job_gpus(trainer, hydra_config)  # before TensorFlow loads: it takes the GPUs it sees then, for good
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if trainer.backend_logs else "3")
     loaded = sys.modules.get("keras")
     if loaded is not None:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfrexp.config.schema import Distribution, Toggle, TrainerConfig
 from tfrexp.pipeline import FitPlan
+from tfrexp.training.devices import visible_devices
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,9 @@ class DeviceInfo:
     jit_compile: bool | str  # Keras accepts "auto"
     # Build and compile the model in strategy.scope(); Keras then splits each global batch over the replicas.
     strategy: tf.distribute.Strategy = field(default_factory=tf.distribute.get_strategy)
+    # The GPU ids this process was given (CUDA_VISIBLE_DEVICES when TensorFlow loaded: a sweep's worker's own,
+    # or Ray's), "all" or "none"; see tfrexp.training.devices.
+    visible_devices: str = field(default_factory=visible_devices)
 
     @property
     def replicas(self) -> int:
@@ -29,7 +33,7 @@ class DeviceInfo:
 
     def as_params(self) -> dict:
         return {"device": self.device, "mixed_precision": self.mixed_precision, "jit_compile": self.jit_compile,
-                "replicas": self.replicas}
+                "replicas": self.replicas, "visible_devices": self.visible_devices}
 
 
 def configure_device(mixed_precision: Toggle, jit_compile: Toggle,
