@@ -76,6 +76,23 @@ def test_resume_finds_the_newest_interrupted_run_of_the_same_config(store):
     assert client.get_run(killed.info.run_id).data.tags["resumed"] == "true"
 
 
+def test_a_resumed_run_that_runs_on_other_devices_keeps_its_params_and_tags_the_new_ones(store):
+    """MLflow refuses to change a param: a sweep job resumed in another worker (another GPU) failed there."""
+    _, experiment_id, client = store
+    with pytest.raises(KeyboardInterrupt):
+        with tracking_run.start_run(experiment_id, "first", {}) as active:
+            tracking_run.TrackedRun(active.info.run_id, experiment_id, resumed=False).log_params(
+                {"runtime.visible_devices": "0", "runtime.replicas": 1})
+            raise KeyboardInterrupt
+    with tracking_run.start_run(experiment_id, "again", {}, resume_run_id=active.info.run_id):
+        tracking_run.TrackedRun(active.info.run_id, experiment_id, resumed=True).log_params(
+            {"runtime.visible_devices": "1", "runtime.replicas": 1, "runtime.new": "x"})
+    run = client.get_run(active.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"runtime.visible_devices": "0", "runtime.replicas": "1", "runtime.new": "x"}
+    assert run.data.tags["resumed.runtime.visible_devices"] == "1"
+
+
 def test_params_are_flattened_dotted_keys_with_lists_in_one_line():
     assert tracking_run.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": "1, 2"}
 

@@ -43,10 +43,21 @@ class TrackedRun:
         self.unsent_dir = unsent_dir
 
     def log_params(self, params: dict[str, Any]) -> None:
+        if self.resumed:
+            # A param cannot change; a resumed run may run elsewhere (another GPU, another machine). The first
+            # value stays the param, what this part ran with is the tag `resumed.<key>`.
+            logged = mlflow.get_run(self.run_id).data.params
+            changed = {key: value for key, value in params.items() if key in logged and logged[key] != str(value)}
+            if changed:
+                mlflow.set_tags({f"resumed.{key}": value for key, value in changed.items()})
+            params = {key: value for key, value in params.items() if key not in changed}
         mlflow.log_params(params)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
 
     def log_text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
