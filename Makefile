@@ -33,7 +33,7 @@ train: $(INSTALLED) ## run the default experiment (MNIST -> TFRecords -> CNN -> 
 sweep: $(INSTALLED) ## a demo sweep (2 models x 2 learning rates on 10k MNIST images), a few minutes on CPU
 	$(BIN)/tfrexp -m model=cnn_small,cnn trainer.learning_rate=1e-3,3e-3 dataset.max_examples_per_split=10000 trainer.verbose=2 $(ARGS)
 
-bench: $(INSTALLED) ## the benchmark suite (table printed and saved under outputs/bench/); ARGS='--full' adds time to 99% and the sweep launchers
+bench: $(INSTALLED) ## the benchmark suite (table printed and saved under outputs/bench/); ARGS='--full' adds time to 99%, the sweep launchers and the pruned search
 	$(BIN)/tfrexp-bench $(ARGS)
 
 test: $(INSTALLED) ## run the test suite; PYTEST_ARGS='...' passes options to pytest

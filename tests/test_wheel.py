@@ -77,3 +77,13 @@ def test_the_installed_wheel_runs_a_users_dataset_from_an_empty_folder(wheel_ven
     [run] = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "digits-cnn_small"
     assert run.data.params["records.num_examples.train"] == "450"
+
+
+def test_the_wheel_holds_every_config_file_of_the_tree(wheel_venv):
+    """Every option, the search's sampler and pruner ones too, which sit a level deeper than the others."""
+    site = subprocess.run([str(wheel_venv / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    shipped = {path.relative_to(Path(site)) for path in Path(site, "tfrexp", "conf").rglob("*.yaml")}
+    tree = {path.relative_to(REPO) for path in (REPO / "tfrexp" / "conf").rglob("*.yaml")}
+    assert shipped == tree and Path("tfrexp/conf/hydra/sweeper/pruner/median.yaml") in tree

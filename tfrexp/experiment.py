@@ -53,7 +53,8 @@ class RunResult:
             f"records : {self.records_dir} ({'reused' if self.records_reused else 'written'})",
             f"run     : {self.run_id} ({self.run_name}) in experiment '{self.experiment}', {self.tracking_uri}",
             f"ui      : {where_to_look(self.tracking_uri, self.experiment_id, self.run_id)}",
-            "result  : " + ", ".join(f"{key}={value:.4f}" for key, value in self.test_metrics.items()),
+            "result  : " + (", ".join(f"{key}={value:.4f}" for key, value in self.test_metrics.items())
+                            or f"objective {self.objective:.4f} (no test metrics: no test split, or pruned)"),
         ])
 
 
@@ -95,12 +96,20 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         # run against the store sends.
         metrics = tracked.metric_buffer()
         logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready, started=context.started)
+        callbacks = training_callbacks(interrupts, logger, backups / tracked.run_id)
+        trial = None
+        if settings.search.trial is not None:  # a search's trial: reports every epoch, stops when pruned
+            from tfrexp.search.trial import ReportToStudy
+
+            trial = ReportToStudy(settings.search, settings.trainer.objective)
+            callbacks.append(trial)  # last: a pruned trial's final epoch is logged and saved first
         fit_started = time.perf_counter()
         try:
-            history = fit.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose,
-                              training_callbacks(interrupts, logger, backups / tracked.run_id))
+            history = fit.fit(model, train, evaluation.get("validation"), plan, settings.trainer.verbose, callbacks)
             fit_seconds = time.perf_counter() - fit_started
-            test_metrics = fit.evaluate(model, evaluation["test"]) if "test" in evaluation else {}
+            # A pruned trial is done with: its search needs no test figures, report or model of it.
+            trained_out = trial is None or trial.pruned_at_epoch is None
+            test_metrics = fit.evaluate(model, evaluation["test"]) if "test" in evaluation and trained_out else {}
             metrics.log({**test_metrics, "fit_seconds": fit_seconds})
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError, tf.errors.NotFoundError,
                 tf.errors.InvalidArgumentError) as error:
@@ -114,10 +123,14 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             metrics.keep()
             raise
         metrics.give_up(settings.tracking.uri)
-        if "test" in evaluation:
+        if trial is not None:
+            tracked.set_tags({"search.pruned": str(trial.pruned_at_epoch is not None).lower()})
+            if trial.pruned_at_epoch is not None:
+                tracked.log_params({"search.pruned_at_epoch": trial.pruned_at_epoch})
+        if "test" in evaluation and trained_out:
             labels, predictions = fit.predict_classes(model, evaluation["test"])
             tracked.log_report(history, labels, predictions, manifest.class_names)
-        if settings.tracking.log_model:
+        if settings.tracking.log_model and trained_out:
             sample = evaluation["test"] if "test" in evaluation else train
             example_images, _ = next(iter(sample.take(1)))
             tracked.log_model(model, example_images.numpy()[:8])

@@ -16,7 +16,7 @@ from helpers import REPO, run_tfrexp, wait_for
 
 SEARCH = ["-m", "hparams_search=mnist_optuna", "model=cnn_small", "dataset.max_examples_per_split=300",
           "trainer.epochs=1", "trainer.verbose=0", "tracking.log_model=false", "tracking.system_metrics=false"]
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 def _trials(outputs, states=FINISHED):
@@ -31,7 +31,7 @@ def _finished_in_database(outputs) -> int:
         return 0
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
-            return database.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'FAIL')").fetchone()[0]
+            return database.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()[0]
     except sqlite3.OperationalError:  # its tables are not there yet, or it is being written
         return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import mlflow
+import optuna
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -173,6 +174,13 @@ def test_the_store_lets_in_only_the_holder_of_its_password_file_and_mlflow_is_no
     holder = subprocess.run(psql, env={**environment, "PGPASSFILE": str(passwords)}, capture_output=True, text=True,
                             cwd="/")
     assert (holder.returncode, holder.stdout.strip()) == (0, "f"), holder.stderr
+    # The searches' database beside MLflow's: a study every job of a sweep can reach, through the same file.
+    with patch.dict(os.environ, {"PGPASSFILE": str(passwords)}):
+        study = optuna.create_study(study_name="s", storage=postgres.study_storage_uri(pg_port))
+        trial = study.ask()
+        trial.report(0.5, step=1)
+        assert optuna.load_study(study_name="s", storage=postgres.study_storage_uri(pg_port)).trials[0] \
+            .intermediate_values == {1: 0.5}
     server.stop(server_root)
     assert server.start(server_root, port, pg_port, workers=1, durable=False) == f"http://127.0.0.1:{port}", \
         "a restart finds its password"

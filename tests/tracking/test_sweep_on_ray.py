@@ -1,13 +1,14 @@
 """A sweep on a real Ray cluster, reached by address: a Ray head on 127.0.0.1 started in a folder of its own,
 four jobs as Ray tasks of a sweep started with the default, relative paths in the user's project folder, one
 MLflow parent run with a child per job in that project's store, records written once and reused by the other
-jobs."""
+jobs; and an Optuna search whose trials, run as Ray tasks, report to the project's study."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +30,13 @@ def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
                             "trainer.learning_rate=0.001,0.003", "pipeline.batch_size=64,128", *TINY, env=env,
                             cwd=project)
         listening = listening_addresses(session)  # the cluster's processes, its workers included
+        # A search too: two trials at once as Ray tasks, each reporting every epoch to the study in the project.
+        search = run_tfrexp("-m", "hparams_search=mnist_optuna", "hydra/launcher=ray_cluster",
+                            f"hydra.launcher.ray.init.address={address}", "hydra.sweeper.n_trials=2",
+                            "hydra.sweeper.n_jobs=2", "hydra/sweeper/pruner=none", *TINY, env=env, cwd=project)
+    assert search.returncode == 0, search.stderr[-3000:]
+    trials = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{outputs}/optuna.db").trials
+    assert [(trial.state.name, sorted(trial.intermediate_values)) for trial in trials] == [("COMPLETE", [1, 2])] * 2
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (head / "outputs").exists(), "the jobs ran in the head's folder but wrote to the user's"
     # Its address, which `ray start` notes for address="auto", goes with it: a later `auto` must not wait on it.
@@ -38,9 +46,10 @@ def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
-    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent" and "mnist_optuna" not in
+                run.data.tags["hydra.overrides"]]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == 5 and {run.info.status for run in runs} == {"FINISHED"}
+    assert len(runs) == 5 + 3 and {run.info.status for run in runs} == {"FINISHED"}  # and the search's 1 + 2
     assert sorted(run.info.run_name for run in children) == [
         "mnist-cnn_small-lr=0.001-batch=128", "mnist-cnn_small-lr=0.001-batch=64",
         "mnist-cnn_small-lr=0.003-batch=128", "mnist-cnn_small-lr=0.003-batch=64"]

@@ -1,8 +1,10 @@
 """A sweep through the Slurm launcher's code path, with submitit's local executor in place of the scheduler:
-each job a process of its own, one MLflow parent run with a child per job, and submitit's logs per job."""
+each job a process of its own, one MLflow parent run with a child per job, and submitit's logs per job; and an
+Optuna search through it whose trials report to the study."""
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,6 +30,15 @@ def test_a_sweep_through_submitit(tmp_path):
     [sweep_dir] = (outputs / "multiruns").iterdir()
     job_logs = sorted((sweep_dir / ".submitit").glob("*/*_log.out"))
     assert len(job_logs) == 2 and all("test_accuracy" in log.read_text() for log in job_logs)
+
+    # A search through the same launcher: each trial, a process of its own, reports every epoch to the study.
+    search = run_tfrexp("-m", "hparams_search=mnist_optuna", "hydra/launcher=slurm_local", "hydra.sweeper.n_trials=2",
+                        "hydra/sweeper/pruner=none", "model=cnn_small", "dataset.max_examples_per_split=300",
+                        "trainer.epochs=2", "trainer.verbose=0", "tracking.log_model=false",
+                        f"paths.output_dir={outputs}")
+    assert search.returncode == 0, search.stderr[-3000:]
+    trials = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{outputs}/optuna.db").trials
+    assert [(trial.state.name, sorted(trial.intermediate_values)) for trial in trials] == [("COMPLETE", [1, 2])] * 2
 
 
 def test_the_slurm_launcher_asks_for_one_gpu_an_hour_and_leaves_the_partition_to_the_user(tmp_path):

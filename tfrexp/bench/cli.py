@@ -25,13 +25,15 @@ from tfrexp import run_context
 from tfrexp.bench.catdog import bench_catdog
 from tfrexp.bench.measure import Bench, Row
 from tfrexp.bench.mnist_io import bench_input, bench_writer
+from tfrexp.bench.search import bench_search
 from tfrexp.bench.sweeps import bench_sweeps
 from tfrexp.bench.training import bench_startup, bench_time_to_accuracy, bench_training
 from tfrexp.errors import TfrexpError, exit_with_error
 
 CASES = {"writer": bench_writer, "input": bench_input, "catdog": bench_catdog, "training": bench_training,
-         "startup": bench_startup, "time_to_accuracy": bench_time_to_accuracy, "sweeps": bench_sweeps}
-FULL_ONLY = ("time_to_accuracy", "sweeps")  # minutes of training each: with --full, or named in --cases
+         "startup": bench_startup, "time_to_accuracy": bench_time_to_accuracy, "sweeps": bench_sweeps,
+         "search": bench_search}
+FULL_ONLY = ("time_to_accuracy", "sweeps", "search")  # minutes of training each: with --full, or named in --cases
 
 
 def machine() -> dict:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catdog-images", type=int, default=2000)
     parser.add_argument("--full", action="store_true",
                         help="also time to 99%% test accuracy (5 seeds of the default and of the walkthrough's "
-                        "recipe) and an 8-job sweep serially, in joblib and on Ray")
+                        "recipe), an 8-job sweep serially, in joblib and on Ray, and a search with and without pruning")
     parser.add_argument("--output", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--mlflow", action="store_true", help="also log the results as an MLflow run")
     args = parser.parse_args(argv)

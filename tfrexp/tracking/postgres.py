@@ -22,6 +22,7 @@ from tfrexp.errors import TfrexpError
 PG_USER = "postgres"  # the unprivileged user the PostgreSQL packages create, for running it under root
 ADMIN = "tfrexp_admin"  # the superuser: makes the role and the database, nothing else
 DATABASE = "mlflow"  # both MLflow's database and its role (no superuser)
+STUDIES = "optuna"  # the database of Optuna searches (hydra.sweeper.storage), owned by the same role
 PASSWORDS = "pgpass"
 
 
@@ -56,6 +57,12 @@ def backend_uri(pg_port: int) -> str:
     # The driver of the `server` extra (psycopg 3), named: SQLAlchemy 2.0 would pick psycopg2. No password here:
     # libpq reads it from PGPASSFILE.
     return f"postgresql+psycopg://{DATABASE}@127.0.0.1:{pg_port}/{DATABASE}"
+
+
+def study_storage_uri(pg_port: int) -> str:
+    """Where searches keep their Optuna studies, for every job of a sweep to reach (hydra.sweeper.storage); the
+    password, again, from PGPASSFILE."""
+    return f"postgresql+psycopg://{DATABASE}@127.0.0.1:{pg_port}/{STUDIES}"
 
 
 def start(root: Path, pg_port: int, durable: bool) -> None:
@@ -105,7 +112,7 @@ def _make_store(root: Path, data: Path, durable: bool) -> None:
 
 
 def _ensure_database(root: Path, pg_port: int) -> None:
-    """MLflow's role and its database, unless they exist (a restart keeps the store). The SQL goes through
+    """MLflow's role, its database and the studies' database, unless they exist (a restart keeps the store). The SQL goes through
     stdin, since a password in a command line is visible to every local account."""
     word = next(line.rsplit(":", 1)[1] for line in (root / PASSWORDS).read_text().splitlines()
                 if line.split(":")[3] == DATABASE)
@@ -115,6 +122,8 @@ def _ensure_database(root: Path, pg_port: int) -> None:
         ALTER ROLE {DATABASE} PASSWORD '{word}';
         SELECT 'CREATE DATABASE {DATABASE} OWNER {DATABASE}'
         WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{DATABASE}') \\gexec
+        SELECT 'CREATE DATABASE {STUDIES} OWNER {DATABASE}'
+        WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{STUDIES}') \\gexec
     """)
 
 

@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.action == "start":
             uri = start(args.root, args.port, args.pg_port, workers=args.workers)
             print(f"tracking server ready: tracking.uri={uri} (stop: {stop_hint})")
+            pg_port = _read_state(Path(args.root).resolve())["pg_port"]  # that of the server found running, too
+            print(f"search studies: hydra.sweeper.storage={postgres.study_storage_uri(pg_port)}, with "
+                  f"PGPASSFILE={Path(args.root).resolve() / postgres.PASSWORDS} in the environment")
         else:
             stopped = stop(args.root)
             print(f"stopped {' and '.join(stopped)}" if stopped else f"nothing was running under {args.root}")

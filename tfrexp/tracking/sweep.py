@@ -213,16 +213,19 @@ def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[list, list]:
     objective, direction = config.trainer.objective, config.trainer.objective_direction
     children = child_runs(_tracking_settings(config).uri, sweep["experiment_id"], sweep["parent_run_id"])
     scored = [
-        (run.data.metrics[objective], run.info.run_id)
+        (run.data.metrics[objective], run.info.run_id, run.data.tags.get("search.pruned") == "true")
         for run in children
         if run.info.status == "FINISHED" and not math.isnan(run.data.metrics.get(objective, math.nan))
     ]
+    trained_out = [(value, run_id) for value, run_id, pruned in scored if not pruned]  # pruned: not a candidate
     parent_id = sweep["parent_run_id"]
     client.log_metric(parent_id, "sweep.children", len(children))
     client.log_metric(parent_id, "sweep.finished", len(scored))
+    if len(trained_out) < len(scored):
+        client.log_metric(parent_id, "sweep.pruned", len(scored) - len(trained_out))
     _log_summary(client, parent_id, children, list(sweep["swept_keys"]), objective)
-    if scored:
-        value, best_run_id = (max if direction == "max" else min)(scored)
+    if trained_out:
+        value, best_run_id = (max if direction == "max" else min)(trained_out)
         client.log_metric(parent_id, f"best_{objective}", value)
         client.set_tag(parent_id, "best_run_id", best_run_id)
         client.set_tag(parent_id, "best_run_name", client.get_run(best_run_id).info.run_name)

@@ -26,6 +26,8 @@ def summary_rows(children: list[Any], swept_keys: list[str], objective: str) -> 
                "duration_s": round((end - run.info.start_time) / 1000, 1) if run.info.start_time else None}
         row.update({key: _swept_value(run, key) for key in swept_keys})
         row[objective] = run.data.metrics.get(objective)
+        if "search.pruned" in run.data.tags:  # a search's trial: the epoch after which its pruner stopped it
+            row["pruned_at_epoch"] = _int(run.data.params.get("search.pruned_at_epoch"))
         row.update({name: value for name, value in sorted(run.data.metrics.items()) if name.startswith("test_")})
         row["error"] = run.data.tags.get("error", "")  # why a job failed (or was refused), in one line
         rows.append(row)
@@ -57,24 +59,38 @@ def objective_figure(rows: list[dict], swept_keys: list[str], objective: str) ->
     figure, axes = plt.subplots(1, max(1, len(swept_keys)), figsize=(4.5 * max(1, len(swept_keys)), 3.6),
                                 squeeze=False)
     for axis, key in zip(axes[0], swept_keys or [""]):
-        points = [(row.get(key), row[objective]) for row in rows
-                  if row["status"] == "FINISHED" and row.get(objective) is not None
-                  and not math.isnan(row[objective])]
-        numbers = [_number(value) for value, _ in points]
-        if points and all(number is not None for number in numbers):
-            axis.scatter(numbers, [score for _, score in points])
+        finished = [row for row in rows if row["status"] == "FINISHED" and row.get(objective) is not None
+                    and not math.isnan(row[objective])]
+        values = [row.get(key) for row in finished]
+        numbers = [_number(value) for value in values]
+        if finished and all(number is not None for number in numbers):
+            positions = numbers
             if min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
                 axis.set_xscale("log")
         else:
-            categories = sorted({str(value) for value, _ in points})
-            axis.scatter([categories.index(str(value)) for value, _ in points], [score for _, score in points])
+            categories = sorted({str(value) for value in values})
+            positions = [categories.index(str(value)) for value in values]
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+        pruned = [row.get("pruned_at_epoch") is not None for row in finished]
+        for is_pruned, style in ((False, {"label": "trained to the end"}),
+                                 (True, {"label": "pruned (its last epoch)", "facecolors": "none",
+                                         "edgecolors": "grey"})):
+            chosen = [index for index, flag in enumerate(pruned) if flag == is_pruned]
+            if chosen:
+                axis.scatter([positions[index] for index in chosen], [finished[index][objective] for index in chosen],
+                             **style)
+        if any(pruned):
+            axis.legend(fontsize="small")
         axis.set_xlabel(key)
         axis.set_ylabel(objective)
         axis.grid(alpha=0.3)
     figure.suptitle(f"{objective} of each finished job")
     figure.tight_layout()
     return figure
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def _number(value: Any) -> float | None:

@@ -1,0 +1,69 @@
+"""The Optuna study of a search: opened (or created) in its database by the sweeper, and found again through
+the same storage URL by every trial, wherever a launcher runs it.
+
+The pruner is not something Optuna stores, so the sweeper writes its config on the study (`PRUNER_ATTR`), and
+a trial builds the same pruner from there: every job prunes by the rule of the search it belongs to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tfrexp.errors import ConfigError
+
+PRUNER_ATTR = "tfrexp.pruner"  # the study's user attribute holding the pruner's config (`_target_` and arguments)
+PRUNED_AT_ATTR = "tfrexp.pruned_at_epoch"  # a trial's user attribute: the epoch after which it stopped
+
+
+def open_study(storage: str, name: str, direction: str, sampler: Any = None, pruner: Any = None) -> Any:
+    """Load the study of that name, or create it; a database an older Optuna made gets a one-line error."""
+    import optuna
+
+    _make_sqlite_folder(storage)
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                   pruner=pruner, load_if_exists=True)
+    except RuntimeError as error:
+        if "optuna storage upgrade" not in str(error):
+            raise
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: the study database was made by an older Optuna (its schema: "
+            f"{_made_by(error)}); upgrade it in place with `optuna storage upgrade --storage {storage}` "
+            "to continue its studies, or give the search a new storage") from None
+
+
+def load_trial(storage: str, study_name: str, number: int) -> tuple[Any, Any]:
+    """(study, trial) of a running trial, from inside its job; the study prunes with the search's pruner."""
+    import optuna
+    from hydra.utils import instantiate
+
+    store = optuna.storages.get_storage(storage)
+    study_id = store.get_study_id_from_name(study_name)
+    pruner_config = store.get_study_user_attrs(study_id).get(PRUNER_ATTR)
+    pruner = instantiate(pruner_config) if pruner_config else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=study_name, storage=store, pruner=pruner)
+    trial_id = store.get_trial_id_from_study_id_trial_number(study_id, number)
+    return study, optuna.trial.Trial(study, trial_id)
+
+
+def finished_trials(study: Any) -> list:
+    """The trials that count towards n_trials: complete, pruned or failed. One left RUNNING by a killed search
+    does not count: its place is drawn again."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return study.get_trials(deepcopy=False, states=done)
+
+
+def _make_sqlite_folder(storage: str) -> None:
+    """SQLite creates the database file but not its folder (a fresh `outputs/`)."""
+    prefix = "sqlite:///"
+    if storage.startswith(prefix):
+        Path(storage[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _made_by(error: RuntimeError) -> str:
+    text = str(error)
+    start = text.find("(set up by ")
+    return text[start + len("(set up by "):text.find(")", start)] if start >= 0 else "unknown"
