@@ -101,7 +101,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         if settings.search.trial is not None:  # a search's trial: reports every epoch, stops when pruned
             from tfrexp.search.trial import ReportToStudy
 
-            trial = ReportToStudy(settings.search, settings.trainer.objective)
+            trial = ReportToStudy(settings.search, settings.trainer.objective, settings.trainer.epochs)
             callbacks.append(trial)  # last: a pruned trial's final epoch is logged and saved first
         fit_started = time.perf_counter()
         try:

@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 class ReportToStudy(keras.callbacks.Callback):
     """Reports `objective` (a metric Keras logs every epoch) at step = epoch number (1-based); when the pruner
-    prunes, the epoch ends training and `pruned_at_epoch` says which one it was."""
+    prunes, the epoch ends training and `pruned_at_epoch` says which one it was. The last of `epochs` is never
+    pruned: nothing is left to save, and the trial has trained out."""
 
-    def __init__(self, search: SearchConfig, objective: str) -> None:
+    def __init__(self, search: SearchConfig, objective: str, epochs: int) -> None:
         super().__init__()
-        self.objective = objective
+        self.objective, self.epochs = objective, epochs
         self.study, self.trial = load_trial(search.storage, search.study, search.trial)
         self.pruned_at_epoch: int | None = None
         self._warned = False
@@ -36,7 +37,7 @@ class ReportToStudy(keras.callbacks.Callback):
             return
         step = epoch + 1
         self.trial.report(float(value), step)
-        if self.trial.should_prune():
+        if step < self.epochs and self.trial.should_prune():
             self.pruned_at_epoch = step
             self.trial.set_user_attr(PRUNED_AT_ATTR, step)
             log.info("trial %d pruned after epoch %d (%s=%.4f)", self.trial.number, step, self.objective, value)
