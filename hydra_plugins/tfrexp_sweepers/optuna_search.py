@@ -97,6 +97,7 @@ class OptunaSearchSweeper(Sweeper):
             log.warning("trial %d failed: %s", trial.number, str(error).splitlines()[0] if str(error) else error)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return False
+        # The job marked it pruned in the storage; `trial.user_attrs` is the driver's cached copy, so read it back.
         [stored] = [frozen for frozen in study.get_trials(deepcopy=False) if frozen.number == trial.number]
         if PRUNED_AT_ATTR in stored.user_attrs:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -7,6 +7,7 @@ know from Hydra (`choice(64, 128)`, `a,b`, `range(1, 10, 2)`, `interval(0, 0.5)`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,7 @@ def _distribution(override: Override) -> Any:
         start, stop, step = sweep.start, sweep.stop, sweep.step
         if step <= 0 or stop <= start:
             raise ConfigError(f"{key}={override.input_line.split('=', 1)[1]}: an empty range")
-        last = start + step * ((stop - start) / step - 1e-9).__floor__()  # range() excludes its stop
+        last = start + step * math.floor((stop - start) / step - 1e-9)  # range() excludes its stop
         if all(isinstance(value, int) for value in (start, stop, step)):
             return IntDistribution(int(start), int(last), step=None if log else int(step), log=log)
         return FloatDistribution(float(start), round(float(last), 12), step=None if log else float(step), log=log)
