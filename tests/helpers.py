@@ -127,3 +127,17 @@ def listening_addresses(session: int) -> list[str]:
 def is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0].strip("[]")
     return host in {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+class _SignalInFinalizer:
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.signum)
+
+
+def signal_in_a_finalizer(signum: int) -> None:
+    """Send `signum` to this process from a `__del__`, as it arrives while Python runs a finalizer (a tf.data
+    iterator's, say): Python prints the handler's KeyboardInterrupt as "Exception ignored in ..." and drops it."""
+    _SignalInFinalizer(signum)  # made and dropped at once: its __del__ runs here

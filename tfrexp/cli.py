@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from tfrexp import config, run_context
+from tfrexp import config, run_context, stop_signals
 from tfrexp.errors import TfrexpError, exit_with_error
 from tfrexp.tracking.sweep import record_refused_job
 from tfrexp.training.backend import prepare_backend
@@ -39,6 +39,7 @@ def run_job(composed: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     try:
+        stop_signals.raise_if_received()  # a sweep's next job does not start after a signal it did not stop at
         try:
             settings, source = run_context.check(composed)
         except TfrexpError as refused:  # before any run exists: in a sweep, a failed child records it

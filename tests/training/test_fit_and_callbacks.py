@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import signal_in_a_finalizer
 from tfrexp.pipeline import ReadyTimes
 from tfrexp.training import callbacks, fit
 from tfrexp.training.callbacks import EpochMetricsLogger, Interrupts, StopOnDivergence, training_callbacks
@@ -99,14 +100,6 @@ def test_the_callbacks_run_in_the_contracted_order(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler is back"
 
 
-class _SignalsInFinalizer:
-    """Sends SIGTERM from `__del__`, as it arrives while Python runs a finalizer (a tf.data iterator's, say):
-    Python prints the handler's KeyboardInterrupt as "Exception ignored in ..." and drops it."""
-
-    def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_a_signal_whose_exception_python_dropped_still_stops_training(tmp_path, monkeypatch):
     """Seen in CI: a run sent SIGTERM in its second epoch trained to the end and exited 0."""
     monkeypatch.chdir(tmp_path)  # had it trained on, its epochs would be logged to ./mlflow.db
@@ -118,7 +111,7 @@ def test_a_signal_whose_exception_python_dropped_still_stops_training(tmp_path, 
     def signal_once_in_a_finalizer(batch, logs):
         batches.append(batch)
         if len(batches) == 2:
-            _SignalsInFinalizer()  # made and dropped at once: its __del__ runs here
+            signal_in_a_finalizer(signal.SIGTERM)
 
     sends = keras.callbacks.LambdaCallback(on_train_batch_end=signal_once_in_a_finalizer)
     callbacks = [*training_callbacks(interrupts, EpochMetricsLogger(64, MetricBuffer()), tmp_path / "b"), sends]

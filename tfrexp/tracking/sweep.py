@@ -13,7 +13,6 @@ import logging
 import math
 import signal
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +20,7 @@ from typing import Any, Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from tfrexp import stop_signals
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import exit_with_error
 from tfrexp.tracking.names import (
@@ -106,20 +106,17 @@ def parent_closed_on_failure(config: DictConfig) -> Iterator[None]:
     whatever else ends a sweep (a launcher that cannot start, a search whose every trial failed, Ctrl-C,
     SIGTERM) ends its parent run here, FAILED with the reason or KILLED, frees the sweep folder, and ends the
     command in one line (exit 2, or 130 when interrupted)."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
-    try:
-        yield
-    except KeyboardInterrupt as interrupted:
-        end_sweep(config, interrupted)
-        print("tfrexp: the sweep was interrupted: its parent run and the job that was running ended KILLED",
-              file=sys.stderr)
-        sys.exit(130)
-    except Exception as error:  # noqa: BLE001 -- every cause ends the parent the same way
-        exit_with_error(end_sweep(config, error))
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    with stop_signals.handled((signal.SIGINT, signal.SIGTERM), _interrupt):
+        try:
+            yield
+            stop_signals.raise_if_received()  # its first exception was dropped (see tfrexp.stop_signals)
+        except KeyboardInterrupt as interrupted:
+            end_sweep(config, interrupted)
+            print("tfrexp: the sweep was interrupted: its parent run and the job that was running ended KILLED",
+                  file=sys.stderr)
+            sys.exit(130)
+        except Exception as error:  # noqa: BLE001 -- every cause ends the parent the same way
+            exit_with_error(end_sweep(config, error))
 
 
 def with_absolute_paths(config: DictConfig, arguments: list[str]) -> list[str]:
@@ -150,6 +147,7 @@ def absolute_store_uri(uri: str) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    stop_signals.note(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

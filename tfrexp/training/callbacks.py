@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import keras
 
+from tfrexp import stop_signals
 from tfrexp.errors import TrainingDiverged
 from tfrexp.pipeline import ReadyTimes
 
@@ -132,7 +132,7 @@ class Interrupts:
     put `hold()` / `release()` around those callbacks. A signal raises at once, but Python drops an exception
     raised while it runs a finalizer (a tf.data iterator's `__del__`, say: "Exception ignored in ..."), and
     training would go on to finish; so `at_batch_end()` and `raise_received()` raise it again wherever the run
-    goes on after one arrived. A SIGUSR2 that had a handler of its own before (submitit
+    goes on after one arrived, or after the sweep it is a job of received one (tfrexp.stop_signals). A SIGUSR2 that had a handler of its own before (submitit
     checkpoints and requeues the job there) is handed to it once the run has ended KILLED."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
@@ -144,16 +144,12 @@ class Interrupts:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers belong to the main thread (a joblib worker's job may run elsewhere)
-            return
-        previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        previous: dict = {}
         try:
-            yield
+            with stop_signals.handled(self.SIGNALS, self._handle) as previous:
+                yield
         finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-            handed_on = previous[signal.SIGUSR2]
+            handed_on = previous.get(signal.SIGUSR2)
             if self._received == signal.SIGUSR2 and callable(handed_on):
                 handed_on(signal.SIGUSR2, None)
 
@@ -167,12 +163,14 @@ class Interrupts:
         return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: self.raise_received())
 
     def raise_received(self) -> None:
-        """Raise the signal received, if any: reaching here means it has not stopped the run yet."""
-        if self._received is not None and not self._holding:
-            raise KeyboardInterrupt(f"signal {self._received}")
+        """Raise the signal received, if any (by this run, or by the sweep it is a job of, before the run began):
+        reaching here means it has not stopped the run yet."""
+        if not self._holding:
+            stop_signals.raise_if_received()
 
     def _handle(self, signum: int, frame: object) -> None:
         self._received = self._received or signum
+        stop_signals.note(signum)
         if self._holding:
             self._pending = signum
             return

@@ -1,0 +1,45 @@
+"""A stop signal whose KeyboardInterrupt Python dropped (it arrived in a finalizer) still stops the sweep it
+came to, and the job that was starting; it is forgotten once the outermost catcher ends."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import signal_in_a_finalizer
+from tfrexp import stop_signals
+from tfrexp.tracking.sweep import parent_closed_on_failure
+from tfrexp.training.callbacks import Interrupts
+
+
+def test_a_sweep_whose_interrupt_python_dropped_still_ends_interrupted(tmp_path, capsys):
+    """Seen in CI: a sweep sent SIGINT as its first job started ran both jobs and exited 0 (the signal came
+    while `import tensorflow` ran a finalizer)."""
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as exited:
+        with parent_closed_on_failure(config):
+            signal_in_a_finalizer(signal.SIGINT)
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.startswith("tfrexp: the sweep was interrupted")
+    assert stop_signals.received() is None, "forgotten once the sweep has ended"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the previous handler is back"
+
+
+def test_a_run_stops_on_a_signal_its_sweep_received_before_the_run_began():
+    def sweep_handler(signum, frame):
+        stop_signals.note(signum)
+        raise KeyboardInterrupt
+
+    with stop_signals.handled((signal.SIGTERM,), sweep_handler):
+        signal_in_a_finalizer(signal.SIGTERM)
+        interrupts = Interrupts()
+        with interrupts.installed():
+            with pytest.raises(KeyboardInterrupt, match=f"signal {int(signal.SIGTERM)}"):
+                interrupts.raise_received()  # what the run's next batch end calls
+        with pytest.raises(KeyboardInterrupt):
+            stop_signals.raise_if_received()  # what the sweep's next job calls first
+    later = Interrupts()
+    with later.installed():
+        later.raise_received()  # a later run in the same process (a notebook's next call) is not stopped
