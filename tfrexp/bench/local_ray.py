@@ -63,11 +63,14 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None,
 
 
 def _answers(status: list[str], env: dict) -> bool:
-    """Whether `ray status` reaches the head; bounded, since it waits 45 s for a head that is not (yet) there."""
+    """Whether `ray status` reaches a head that has started; bounded, since it waits 45 s for a head that is not
+    (yet) there. While the head starts (and when it is failing to), its control store answers with exit 0 and
+    "No cluster status": that is not a started head."""
     try:
-        return subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0
+        answer = subprocess.run(status, env=env, capture_output=True, timeout=20)
     except subprocess.TimeoutExpired:
         return False
+    return answer.returncode == 0 and b"No cluster status" not in answer.stdout + answer.stderr
 
 
 def _stop_group(head: subprocess.Popen) -> None:
