@@ -59,10 +59,10 @@ print("REUSED" if record_set.reused else "WROTE", record_set.directory, flush=Tr
 """
 
 
-def start_writer(*overrides: str) -> subprocess.Popen:
+def start_writer(*overrides: str, env: dict | None = None) -> subprocess.Popen:
     """ensure_records in a child process of its own session, so its workers can be killed with it."""
     return subprocess.Popen([sys.executable, "-c", WRITER, *overrides], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env or os.environ.copy())
 
 
 def wait_for(condition, timeout: float, what: str) -> None:

@@ -67,3 +67,24 @@ def test_bad_mnist_files_end_the_bench_in_one_line(tmp_path, monkeypatch, capsys
     assert exited.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("tfrexp-bench: error: ") and "-idx" in last and "Traceback" not in last
+
+
+@pytest.mark.slow
+def test_the_writer_case_writes_the_photos_with_each_engine_against_one_core(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import user_environment
+
+    bench = subprocess.run([str(Path(sys.executable).with_name("tfrexp-bench")), "--cases", "writer", "--writer-photos",
+                            "40", "--repeats", "1", "--output", str(tmp_path)], env=user_environment(),
+                           capture_output=True, text=True, timeout=900)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    [report] = tmp_path.glob("bench-*.json")
+    rows = [row for row in json.loads(report.read_text())["rows"] if "photos" in row["case"]]
+    assert [row["case"].split(", ", 1)[1] for row in rows] == [
+        "engine=local, 1 worker(s)", "engine=local, 2 worker(s)", "engine=ray, 1 worker(s)", "engine=ray, 2 worker(s)"]
+    for row in rows:
+        assert row["ours"] > 0 and row["ceiling"] > 0 and "every photo kept" in row["note"]
+    assert not list((tmp_path / "writer-records").glob("*")), "its records are removed after"

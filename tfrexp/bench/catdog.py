@@ -74,17 +74,17 @@ def expected_digests(source: ExampleSource, writer: WriterConfig) -> collections
     """Pixel-and-label digests of what the source hands the writer, each encoded image decoded on its own
     (outside records and pipeline): raw and PNG are the resized pixels exactly, JPEG what its bytes decode to."""
     images, labels = [], []
-    with source.examples(PixelEncoder(writer.image_encoding, writer.jpeg_quality), writer.workers) as examples:
-        for split in examples.splits.values():
-            for item in split.stream:
-                if isinstance(item, Skipped):
-                    continue
-                encoded, label = item
-                if writer.image_encoding is ImageEncoding.raw:
-                    images.append(np.frombuffer(encoded, np.uint8).reshape(source.image_shape))
-                else:
-                    images.append(tf.io.decode_image(encoded, channels=source.image_shape[-1]).numpy())
-                labels.append(label)
+    examples = source.examples(PixelEncoder(writer.image_encoding, writer.jpeg_quality))
+    for items in examples.splits.values():
+        for item in map(examples.prepare, items):
+            if isinstance(item, Skipped):
+                continue
+            encoded, label = item
+            if writer.image_encoding is ImageEncoding.raw:
+                images.append(np.frombuffer(encoded, np.uint8).reshape(source.image_shape))
+            else:
+                images.append(tf.io.decode_image(encoded, channels=source.image_shape[-1]).numpy())
+            labels.append(label)
     return digests(np.stack(images), np.asarray(labels))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -18,25 +19,31 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import tensorflow as tf
-
-from tfrexp import run_context
-from tfrexp.bench.catdog import bench_catdog
-from tfrexp.bench.measure import Bench, Row
-from tfrexp.bench.mnist_io import bench_input, bench_writer
-from tfrexp.bench.search import bench_search
-from tfrexp.bench.sweeps import bench_sweeps
-from tfrexp.bench.training import bench_startup, bench_time_to_accuracy, bench_training
 from tfrexp.errors import TfrexpError, exit_with_error
 
-CASES = {"writer": bench_writer, "input": bench_input, "catdog": bench_catdog, "training": bench_training,
-         "startup": bench_startup, "time_to_accuracy": bench_time_to_accuracy, "sweeps": bench_sweeps,
-         "search": bench_search}
+if TYPE_CHECKING:
+    from tfrexp.bench.measure import Bench, Row
+
+# Each case's function, imported when it runs: the writer's worker processes import this module again (it is
+# the entrypoint's), and would each pay for TensorFlow's import if it were imported here.
+CASES = {"writer": "tfrexp.bench.mnist_io:bench_writers", "input": "tfrexp.bench.mnist_io:bench_input",
+         "catdog": "tfrexp.bench.catdog:bench_catdog", "training": "tfrexp.bench.training:bench_training",
+         "startup": "tfrexp.bench.training:bench_startup",
+         "time_to_accuracy": "tfrexp.bench.training:bench_time_to_accuracy",
+         "sweeps": "tfrexp.bench.sweeps:bench_sweeps", "search": "tfrexp.bench.search:bench_search"}
 FULL_ONLY = ("time_to_accuracy", "sweeps", "search")  # minutes of training each: with --full, or named in --cases
 
 
+def case_function(case: str) -> Callable[[Bench], list[Row]]:
+    module, function = CASES[case].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def machine() -> dict:
+    import tensorflow as tf
+
     gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
             for gpu in tf.config.list_physical_devices("GPU")]
     return {"cores": os.cpu_count(), "gpu": ", ".join(gpus) or "none", "cpu": platform.processor() or platform.machine(),
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"but {','.join(FULL_ONLY)}, which --full adds)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure (median)")
     parser.add_argument("--catdog-images", type=int, default=2000)
+    parser.add_argument("--writer-photos", type=int, default=5000, help="photos in the folder the writer case writes")
     parser.add_argument("--full", action="store_true",
                         help="also time to 99%% test accuracy (5 seeds of the default and of the walkthrough's "
                         "recipe), an 8-job sweep serially, in joblib and on Ray, and a search with and without pruning")
@@ -81,13 +89,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
 
     args.output.mkdir(parents=True, exist_ok=True)
-    bench = Bench(work_dir=args.output.resolve(), repeats=args.repeats, catdog_images=args.catdog_images)
+    from tfrexp.bench.measure import Bench
+
+    bench = Bench(work_dir=args.output.resolve(), repeats=args.repeats, catdog_images=args.catdog_images,
+                  writer_photos=args.writer_photos)
     started = time.perf_counter()
     rows = []
     for case in cases:
         case_started = time.perf_counter()
         try:
-            rows.extend(CASES[case](bench))
+            rows.extend(case_function(case)(bench))
         except TfrexpError as error:  # missing data, a bad config: one line, as the other commands say it
             exit_with_error(error, "tfrexp-bench")
         print(f"[{case}: {time.perf_counter() - case_started:.0f} s]", file=sys.stderr, flush=True)
@@ -106,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _log_to_mlflow(report: dict, table: str) -> None:
+    from tfrexp import run_context
     from tfrexp.tracking.names import JobIdentity
     from tfrexp.tracking.run import tracked_run
 

@@ -4,6 +4,7 @@ on loopback, and stopped on exit even on failure."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -63,14 +64,14 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None,
 
 
 def _answers(status: list[str], env: dict) -> bool:
-    """Whether `ray status` reaches a head that has started; bounded, since it waits 45 s for a head that is not
+    """Whether `ray status` shows the head's node active; bounded, since it waits 45 s for a head that is not
     (yet) there. While the head starts (and when it is failing to), its control store answers with exit 0 and
-    "No cluster status": that is not a started head."""
+    "No cluster status", or a status without an active node: that is not a started head."""
     try:
-        answer = subprocess.run(status, env=env, capture_output=True, timeout=20)
+        answer = subprocess.run(status, env=env, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         return False
-    return answer.returncode == 0 and b"No cluster status" not in answer.stdout + answer.stderr
+    return answer.returncode == 0 and re.search(r"Active:\s*\n\s*\d+ node_", answer.stdout) is not None
 
 
 def _stop_group(head: subprocess.Popen) -> None:

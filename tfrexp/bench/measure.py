@@ -48,6 +48,7 @@ class Bench:
     work_dir: Path
     repeats: int
     catdog_images: int
+    writer_photos: int = 5000
 
     def overrides(self, *extra: str) -> list[str]:
         return [f"paths.output_dir={self.work_dir}", *extra]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -13,9 +14,17 @@ from tfrexp.config.schema import Cache, PipelineConfig
 from tfrexp.pipeline import build_dataset
 from tfrexp.records import reader
 from tfrexp.records.encoding import PixelEncoder
-from tfrexp.records.examples import SplitExamples
-from tfrexp.records.writer import ensure_records, write_split
-from tfrexp.sources.base import encode_arrays
+from tfrexp.records import engines, shards
+from tfrexp.records.examples import Examples
+from tfrexp.records.writer import ensure_records
+from tfrexp.sources.base import encode_array
+
+
+def bench_writers(bench: Bench) -> list[Row]:
+    """The case `writer`: MNIST's arrays, and a folder of photos with each engine."""
+    from tfrexp.bench.folder_writer import bench_folder_writer
+
+    return bench_writer(bench) + bench_folder_writer(bench)
 
 
 def bench_writer(bench: Bench) -> list[Row]:
@@ -26,10 +35,11 @@ def bench_writer(bench: Bench) -> list[Row]:
     encoder = PixelEncoder(settings.writer.image_encoding, settings.writer.jpeg_quality)
 
     def ours(directory: Path) -> None:
-        for split, (images, labels) in splits.items():
-            items = SplitExamples(len(labels), encode_arrays(images, labels, encoder))
-            info, _ = write_split(directory, source.name, source.image_shape, split, items, settings.writer)
-            assert info.num_examples == len(labels)
+        examples = Examples({split: list(zip(images, labels.tolist())) for split, (images, labels) in splits.items()},
+                            functools.partial(encode_array, encoder), source.class_names)
+        tasks = shards.plan(source.name, source.image_shape, examples, settings.writer)
+        results = engines.run_tasks(tasks, directory, settings.writer, examples.decodes_files, lambda items: None)
+        assert sum(result.shard.num_examples for result in results) == total
 
     def baseline(directory: Path) -> None:
         for split, (images, labels) in splits.items():

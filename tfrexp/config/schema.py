@@ -45,6 +45,11 @@ class ImageEncoding(str, enum.Enum):
     jpeg = "jpeg"  # lossy (writer.jpeg_quality), smallest
 
 
+class WriterEngine(str, enum.Enum):
+    local = "local"  # this machine: the files decoded by writer.num_workers processes
+    ray = "ray"  # a Ray cluster: one task per shard, on storage every node sees at the same path
+
+
 class Backend(str, enum.Enum):
     tensorflow = "tensorflow"
     jax = "jax"  # Keras 3 on JAX (pip install 'tfrexp[jax]'); tf.data still reads the records
@@ -105,7 +110,9 @@ class WriterConfig:
     compression: Compression = Compression.none
     image_encoding: ImageEncoding = ImageEncoding.raw
     jpeg_quality: int = 90
-    num_workers: Optional[int] = None  # processes that decode/encode image files; null: one per core
+    num_workers: Optional[int] = None  # engine=local: processes that decode/encode image files; null: one per core
+    engine: WriterEngine = WriterEngine.local  # where the shard tasks run; the records are the same bytes
+    ray_address: Optional[str] = None  # engine=ray: the cluster; null: $RAY_ADDRESS, else "auto" (`ray start` here)
     force: bool = False  # rewrite even when a finished version with this fingerprint exists
 
     def __post_init__(self) -> None:

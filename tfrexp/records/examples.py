@@ -1,14 +1,14 @@
-"""What the writer consumes from any source: ordered streams of encoded examples per split, and the files
-that were left out with why. Sources implement `ExampleSource`; records never import a source.
+"""What the writer consumes from any source: each split's items in a fixed order with the function that makes
+an encoded example of one, and the files that were left out with why. Sources implement `ExampleSource`;
+records never import a source.
 
-No TensorFlow here: image-folder workers import these types in their own processes.
+No TensorFlow here: shard tasks import these types in worker processes.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 from tfrexp.records.encoding import PixelEncoder
 
@@ -29,17 +29,17 @@ Example = Union[tuple[bytes, int], Skipped]  # (encoded image, label), or a file
 
 
 @dataclass
-class SplitExamples:
-    count: int  # items in the stream: examples plus skipped files
-    stream: Iterator[Example]  # in a fixed order, whatever the number of workers
-
-
-@dataclass
 class Examples:
-    splits: dict[str, SplitExamples]
+    """A data set planned for writing: each split's items in a fixed order, and the one function that turns an
+    item into an example. `prepare` and the items are picklable: shard tasks call it in worker processes and
+    on Ray nodes, which never import TensorFlow for it."""
+
+    splits: dict[str, Sequence[Any]]  # split -> items (an image file to read, an in-memory image), in order
+    prepare: Callable[[Any], Example]  # item -> (encoded image, label) or Skipped; never raises on bad content
     class_names: list[str]
     skipped: list[Skipped] = field(default_factory=list)  # found but never read (not images, unlabelled)
     files_found: int | None = None  # sources of files: every file found (= kept + skipped when written)
+    decodes_files: bool = False  # `prepare` reads and decodes files: worth a process per core
 
 
 class ExampleSource(Protocol):
@@ -52,5 +52,5 @@ class ExampleSource(Protocol):
         """Everything that determines the examples (content and settings), cheaply: it enters the fingerprint,
         and a reused version is found without reading the data."""
 
-    def examples(self, encoder: PixelEncoder, workers: int) -> AbstractContextManager[Examples]:
-        """Every split as a stream of (encoded image, label) or Skipped, in a fixed order."""
+    def examples(self, encoder: PixelEncoder) -> Examples:
+        """Every split's items, in a fixed order, and how to prepare one."""

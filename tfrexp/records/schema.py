@@ -62,4 +62,6 @@ class ExampleEncoder:
     def encode(self, image: bytes, label: int) -> bytes:
         self._image[0] = image
         self._label[0] = label
-        return self._example.SerializeToString()
+        # deterministic: features in key order. Map order is otherwise up to the protobuf runtime, and a Ray
+        # worker wrote `label` before `image` where this process writes them the other way round.
+        return self._example.SerializeToString(deterministic=True)

@@ -12,9 +12,7 @@ import datetime
 import errno
 import fcntl
 import importlib.metadata
-import itertools
 import logging
-import math
 import os
 import shutil
 import time
@@ -29,24 +27,20 @@ from tqdm import tqdm
 from tfrexp.config.schema import WriterConfig
 from tfrexp.errors import DataError, RecordsError
 from tfrexp.records.encoding import PixelEncoder
-from tfrexp.records.examples import ExampleSource, Skipped, SplitExamples
+from tfrexp.records import engines, shards
+from tfrexp.records.examples import ExampleSource
 from tfrexp.records.manifest import (
     MANIFEST_NAME,
     Manifest,
     RecordSettings,
-    Shard,
     SplitInfo,
     fingerprint,
     read_manifest,
 )
-from tfrexp.records.naming import shard_name
-from tfrexp.records.reader import compression_type
-from tfrexp.records.schema import ExampleEncoder, RecordSchema
+from tfrexp.records.schema import RecordSchema
 from tfrexp.records.tfds_metadata import write_tfds_metadata
 
 log = logging.getLogger(__name__)
-
-_TFRECORD_FRAMING_BYTES = 16  # length + two CRCs around each record
 
 
 @dataclass
@@ -131,15 +125,27 @@ def lock_path(root: Path, version: str) -> Path:
 def _write_version(
     directory: Path, source: ExampleSource, writer: WriterConfig, version: str, identity: dict
 ) -> Manifest:
-    encoder = PixelEncoder(writer.image_encoding, writer.jpeg_quality)
-    with source.examples(encoder, writer.workers) as examples:
-        skipped = [item.as_record() for item in examples.skipped]
-        written = {}
-        for split, items in examples.splits.items():
-            written[split], split_skipped = write_split(directory, source.name, source.image_shape, split, items,
-                                                        writer)
-            skipped += [item.as_record() for item in split_skipped]
+    examples = source.examples(PixelEncoder(writer.image_encoding, writer.jpeg_quality))
+    tasks = shards.plan(source.name, source.image_shape, examples, writer)
+    total = sum(len(task.items) for task in tasks)
+    started = time.perf_counter()
+    with tqdm(total=total, desc=f"{source.name} records", unit="img", disable=None, mininterval=0.5) as progress:
+        results = engines.run_tasks(tasks, directory, writer, examples.decodes_files, progress.update)
+    seconds = time.perf_counter() - started
+    for leftover in shards.remove_partials(directory):
+        log.warning("removed %s, left by a shard task that died (its rerun wrote the shard)", leftover.name)
+    written = {split: SplitInfo([result.shard for result in results if result.split == split])
+               for split in examples.splits}
+    skipped = [item.as_record() for item in examples.skipped]
+    skipped += [item.as_record() for result in results for item in result.skipped]
+    for split, info in written.items():
+        if info.num_examples == 0:
+            raise DataError(f"split {split!r} of {source.name}: none of its {len(examples.splits[split])} files is "
+                            "a usable image")
     kept = sum(info.num_examples for info in written.values())
+    log.info("%s: %d examples in %d shards, %.1f MB, %.2f s (%.0f examples/s, writer.engine=%s)", source.name, kept,
+             len(results), sum(result.shard.num_bytes for result in results) / 1e6, seconds,
+             kept / max(seconds, 1e-9), writer.engine.value)
     if examples.files_found is not None:
         log.info("%s: kept %d, skipped %d%s", source.name, kept, len(skipped), _reasons(skipped))
         if kept + len(skipped) != examples.files_found:
@@ -162,51 +168,6 @@ def _write_version(
     # Written last: its presence marks a finished version.
     (directory / MANIFEST_NAME).write_text(manifest.to_json())
     return manifest
-
-
-def write_split(
-    directory: Path, name: str, image_shape: list[int], split: str, items: SplitExamples, writer: WriterConfig
-) -> tuple[SplitInfo, list[Skipped]]:
-    """Shard i takes the items [i*n/k, (i+1)*n/k) of the stream; skipped items leave no record."""
-    encoder = ExampleEncoder()
-    stream = iter(items.stream)
-    first = next(stream, None)
-    if first is None:
-        raise DataError(f"split {split!r} of {name} is empty")
-    sample = len(encoder.encode(*first)) if not isinstance(first, Skipped) else math.prod(image_shape)
-    num_shards = max(1, min(items.count, math.ceil(items.count * (sample + _TFRECORD_FRAMING_BYTES)
-                                                   / (writer.shard_size_mb * 1e6))))
-    options = tf.io.TFRecordOptions(compression_type=compression_type(writer.compression))
-    started = time.perf_counter()
-    shards, skipped = [], []
-    position = 0
-    pending = itertools.chain([first], stream)
-    with tqdm(total=items.count, desc=f"{name}/{split}", unit="img", disable=None,
-              mininterval=0.5) as progress:
-        for index in range(num_shards):
-            end = (index + 1) * items.count // num_shards
-            path = directory / shard_name(name, split, index, num_shards)
-            written = 0
-            with tf.io.TFRecordWriter(str(path), options) as out:
-                for item in itertools.islice(pending, end - position):
-                    if isinstance(item, Skipped):
-                        skipped.append(item)
-                    else:
-                        out.write(encoder.encode(*item))
-                        written += 1
-            progress.update(end - position)
-            position = end
-            shards.append(Shard(file=path.name, num_examples=written, num_bytes=path.stat().st_size))
-    count = sum(shard.num_examples for shard in shards)
-    if count == 0:
-        raise DataError(f"split {split!r} of {name}: none of its {items.count} files is a usable image")
-    seconds = time.perf_counter() - started
-    log.info(
-        "%s/%s: %d examples in %d shards, %.1f MB, %.2f s (%.0f examples/s)",
-        name, split, count, num_shards, sum(s.num_bytes for s in shards) / 1e6, seconds,
-        count / max(seconds, 1e-9),
-    )
-    return SplitInfo(shards), skipped
 
 
 def _reasons(skipped: list[dict]) -> str:

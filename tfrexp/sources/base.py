@@ -3,15 +3,15 @@ that load whole splits as arrays (idx, tfds), the slicing, the checks and the va
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+import functools
+from typing import Any
 
 import numpy as np
 
 from tfrexp.config.schema import DatasetConfig
 from tfrexp.errors import ConfigError, DataError
 from tfrexp.records.encoding import PixelEncoder
-from tfrexp.records.examples import Example, Examples, SplitExamples
+from tfrexp.records.examples import Example, Examples
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images [N, H, W, C], int64 labels [N])
 
@@ -69,11 +69,10 @@ class ArraySource(DatasetSource):
             splits = carve_validation(splits, self.dataset.validation_fraction, self.dataset.split_seed)
         return splits
 
-    @contextmanager
-    def examples(self, encoder: PixelEncoder, workers: int) -> Iterator[Examples]:
-        yield Examples(
-            splits={name: SplitExamples(len(labels), encode_arrays(images, labels, encoder))
-                    for name, (images, labels) in self.splits().items()},
+    def examples(self, encoder: PixelEncoder) -> Examples:
+        return Examples(
+            splits={name: list(zip(images, labels.tolist())) for name, (images, labels) in self.splits().items()},
+            prepare=functools.partial(encode_array, encoder),
             class_names=self.class_names,
         )
 
@@ -102,7 +101,7 @@ def carve_validation(splits: Splits, fraction: float, seed: int) -> Splits:
     return carved
 
 
-def encode_arrays(images: np.ndarray, labels: np.ndarray, encoder: PixelEncoder) -> Iterator[Example]:
-    """In-memory images as the writer's stream of (encoded image, label)."""
-    for image, label in zip(images, labels):
-        yield encoder(image), int(label)
+def encode_array(encoder: PixelEncoder, item: tuple[np.ndarray, int]) -> Example:
+    """An in-memory image and its label as the writer's example."""
+    image, label = item
+    return encoder(image), label

@@ -1,7 +1,7 @@
 """Folders of image files: find and label them, split them by a stable hash of their path, and turn each
 file into an example (decoded, converted to the dataset's channels, resized, encoded) or a skip with a reason.
 
-No TensorFlow here: `prepare_file` runs in the writer's worker processes.
+No TensorFlow here: `prepare_file` runs in the writer's shard tasks (worker processes, Ray nodes).
 """
 
 from __future__ import annotations
@@ -9,14 +9,11 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-import multiprocessing
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,7 +21,7 @@ from PIL import Image, ImageOps
 from tfrexp.config.schema import require
 from tfrexp.errors import ConfigError, DataError
 from tfrexp.records.encoding import PixelEncoder
-from tfrexp.records.examples import Example, Examples, Skipped, SplitExamples
+from tfrexp.records.examples import Example, Examples, Skipped
 from tfrexp.sources.base import DatasetSource
 
 class Resize(str, enum.Enum):
@@ -73,9 +70,8 @@ class Source(DatasetSource):
     def content_identity(self) -> dict:
         return identity(self.settings)
 
-    @contextmanager
-    def examples(self, encoder: PixelEncoder, workers: int) -> Iterator[Examples]:
-        """Every split as a stream of encoded examples; the files are decoded by `workers` processes."""
+    def examples(self, encoder: PixelEncoder) -> Examples:
+        """Every split's image files, to be decoded by the writer's shard tasks."""
         dataset = self.dataset
         listing = list_files(self.settings, dataset.class_names, dataset.validation_fraction)
         by_split: dict[str, list[Candidate]] = {}
@@ -89,23 +85,16 @@ class Source(DatasetSource):
                 chosen = {item.relative for item in by_split[name]}
                 skipped += [Skipped(item.relative, f"left out by dataset.max_examples_per_split={limit}")
                             for item in items if item.relative not in chosen]
-        task = functools.partial(prepare_file, self.settings.path, image_shape=tuple(dataset.image_shape),
-                                 resize=self.settings.resize, encoder=encoder)
-        # spawn, not fork: the parent has TensorFlow's threads running, which a forked child must not inherit.
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-        try:
-            def stream(items: list[Candidate]) -> Iterator[Example]:
-                return pool.map(task, items, chunksize=16) if pool else map(task, items)
-
-            yield Examples(
-                splits={name: SplitExamples(len(items), stream(items)) for name, items in sorted(by_split.items())},
-                class_names=listing.class_names,
-                skipped=skipped,
-                files_found=listing.files_found,
-            )
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
+        return Examples(
+            splits=dict(sorted(by_split.items())),
+            prepare=functools.partial(prepare_file, str(Path(self.settings.path).resolve()),
+                                      image_shape=tuple(dataset.image_shape), resize=self.settings.resize,
+                                      encoder=encoder),
+            class_names=listing.class_names,
+            skipped=skipped,
+            files_found=listing.files_found,
+            decodes_files=True,
+        )
 
 
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
