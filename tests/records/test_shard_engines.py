@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ray_head, start_writer, wait_for, write_records
+from helpers import ray_head, run_tfrexp, start_writer, wait_for, write_records
 from tfrexp.bench.synthetic import make_catdog_folder
 
 pytestmark = pytest.mark.slow  # a Ray head, and writers in processes of their own
@@ -129,3 +129,12 @@ def test_a_file_a_node_cannot_read_stops_the_write_in_one_line(tmp_path, ray_clu
     assert "(a shared file system)" in line
     left = sorted(path.name for path in (tmp_path / "ray" / "records" / "catdog").iterdir())
     assert len(left) == 1 and left[0].endswith(".lock"), f"nothing published, no staging left: {left}"
+
+
+def test_the_readme_command_writes_the_records_on_the_cluster_and_trains(tmp_path, ray_cluster, make_settings):
+    result = run_tfrexp("writer.engine=ray", cwd=tmp_path, env=ray_cluster)  # the default MNIST run, relative paths
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "writer.engine=ray)" in result.stdout + result.stderr  # the writer's line: examples, shards, engine
+    [version] = (tmp_path / "outputs" / "records" / "mnist").glob("[!.]*")
+    reused = write_records(make_settings("writer.engine=local"))  # under tmp_path/outputs too
+    assert reused.reused and reused.directory == version

@@ -72,7 +72,8 @@ def _on_ray(tasks: list[ShardTask], directory: Path, address: str, progress: Pro
                             f"RAY_ADDRESS): {str(error).splitlines()[0]}") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=3)(run_shard_task)
-        pending = {remote.remote(str(directory), task): index for index, task in enumerate(tasks)}
+        # Absolute: a task runs in its worker's folder (a node's, or the head's), not in the one we run in.
+        pending = {remote.remote(str(directory.resolve()), task): index for index, task in enumerate(tasks)}
         results: list[ShardResult | None] = [None] * len(tasks)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

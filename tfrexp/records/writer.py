@@ -1,5 +1,8 @@
 """Write a data set's splits as sharded TFRecords, or reuse the finished version with the same fingerprint.
 
+The version is planned as shard tasks (records/shards.py) that writer.engine runs (records/engines.py);
+this module alone writes the manifest and the TFDS metadata and publishes.
+
 A version is written into a temporary directory beside its final place and published with one rename,
 under a per-fingerprint file lock: a killed writer never leaves something that looks finished, and two
 processes never write the same version.
