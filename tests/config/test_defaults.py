@@ -34,8 +34,11 @@ def test_the_default_is_the_fast_net_with_its_schedule(make_settings):
     assert [layer.kernel_size for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [(5, 5),
                                                                                                       (3, 3)]
     assert 1.1e6 < _multiply_adds(model) < 1.4e6, "conv 24 5x5 - pool - conv 32 3x3 - pool - dense 256 - 10"
+    # Batch norm works on the pooled values: [12, 12, 24] after the first block, not the conv's [24, 24, 24].
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [tuple(norm.input.shape[1:]) for norm in norms[:2]] == [(12, 12, 24), (5, 5, 32)]
     trainer = settings.trainer
-    assert (settings.pipeline.batch_size, trainer.epochs, trainer.learning_rate) == (256, 1, 0.01)
+    assert (settings.pipeline.batch_size, trainer.epochs, trainer.learning_rate) == (256, 1, 0.015)
     plan = fit_plan(54_000, settings.pipeline, trainer.epochs)
     assert plan.total_steps == math.ceil(54_000 / 256)
     fit.compile_model(model, trainer, plan, fit.configure_device(Toggle.off, Toggle.off))

@@ -151,7 +151,7 @@ class TrainerConfig:
     # The defaults reach 99% MNIST test accuracy in one epoch of the default model: a one-cycle-like schedule
     # (linear warm-up to a high peak, cosine decay to 0) with Adam's faster-forgetting betas.
     epochs: int = 1
-    learning_rate: float = 0.01  # peak rate of the schedule
+    learning_rate: float = 0.015  # peak rate of the schedule (0.01 until 2026-12-05; docs/benchmarks.md)
     schedule: str = "cosine"  # cosine (linear warm-up, cosine decay to 0) | constant
     warmup_fraction: float = 0.25  # share of all steps spent warming up (cosine only)
     weight_decay: float = 0.0  # > 0: AdamW

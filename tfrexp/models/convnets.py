@@ -19,13 +19,18 @@ def build_cnn(
     batch_norm: bool = True,
     padding: str = "same",
     batch_norm_momentum: float = 0.9,
+    pool_before_norm: bool = False,
 ) -> keras.Model:
     """Block i has `convs_per_block` convolutions of `filters[i]` channels and `kernel_sizes[i]` (3 when
     null), then 2x2 max pooling. With batch_norm=False, convs_per_block=1, dropout=0 and padding="valid"
     this is the classic conv 32 - pool - conv 64 - pool - dense 128 net.
 
     batch_norm_momentum is 0.9 rather than Keras's 0.99: at 0.99 the moving statistics that evaluation uses
-    need several hundred steps to settle, and short runs then score chance on validation."""
+    need several hundred steps to settle, and short runs then score chance on validation.
+
+    pool_before_norm pools a block's last convolution before its batch norm and ReLU, which then work on a
+    quarter of the values: on a CPU, batch norm at full resolution took about 40% of the default net's
+    training step (docs/benchmarks.md)."""
     sizes = list(kernel_sizes) if kernel_sizes is not None else [3] * len(filters)
     if len(sizes) != len(filters):
         raise ConfigError(f"model.kernel_sizes={sizes}: needs one size per block of model.filters={list(filters)}")
@@ -37,10 +42,13 @@ def build_cnn(
             # Batch norm supplies the bias and is followed by the activation, hence use_bias/activation here.
             x = layers.Conv2D(width, size, padding=padding, use_bias=not batch_norm,
                               activation=None if batch_norm else "relu", name=name)(x)
+            if pool_before_norm and index == convs_per_block - 1:
+                x = layers.MaxPooling2D(2, name=f"block{block + 1}_pool")(x)
             if batch_norm:
                 x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn")(x)
                 x = layers.Activation("relu")(x)
-        x = layers.MaxPooling2D(2, name=f"block{block + 1}_pool")(x)
+        if not pool_before_norm:
+            x = layers.MaxPooling2D(2, name=f"block{block + 1}_pool")(x)
         if dropout:
             x = layers.Dropout(dropout)(x)
     x = layers.Flatten()(x)
