@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfrexp.bench import cli
-from tfrexp.bench.measure import check_epoch, digests, timed_epoch
+from tfrexp.bench.measure import check_epoch, digests, interleaved_seconds, rate_row, timed_epoch
 
 IMAGES = np.arange(20 * 4, dtype=np.uint8).reshape(20, 2, 2, 1)
 LABELS = np.arange(20, dtype=np.int64) % 3
@@ -45,7 +45,7 @@ def test_a_short_timed_epoch_is_refused():
 
 @pytest.mark.slow
 def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
-    cli.main(["--cases", "catdog", "--catdog-images", "40", "--repeats", "1", "--output", str(tmp_path)])
+    cli.main(["--cases", "catdog", "--catdog-images", "40", "--rounds", "1", "--output", str(tmp_path)])
     [report_file] = tmp_path.glob("bench-*.json")
     report = json.loads(report_file.read_text())
     assert [row["case"].split(",")[-1].strip() for row in report["rows"]] == [
@@ -78,7 +78,7 @@ def test_the_writer_case_writes_the_photos_with_each_engine_against_one_core(tmp
     from helpers import user_environment
 
     bench = subprocess.run([str(Path(sys.executable).with_name("tfrexp-bench")), "--cases", "writer", "--writer-photos",
-                            "40", "--repeats", "1", "--output", str(tmp_path)], env=user_environment(),
+                            "40", "--rounds", "1", "--output", str(tmp_path)], env=user_environment(),
                            capture_output=True, text=True, timeout=900)
     assert bench.returncode == 0, bench.stderr[-3000:]
     [report] = tmp_path.glob("bench-*.json")
@@ -88,3 +88,22 @@ def test_the_writer_case_writes_the_photos_with_each_engine_against_one_core(tmp
     for row in rows:
         assert row["ours"] > 0 and row["ceiling"] > 0 and "every photo kept" in row["note"]
     assert not list((tmp_path / "writer-records").glob("*")), "its records are removed after"
+
+
+def test_interleaved_runs_take_turns_and_rotate_who_goes_first():
+    order = []
+    runs = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    seconds = interleaved_seconds(runs, rounds=3, warmup=1)
+    assert order == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {name: len(values) for name, values in seconds.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_a_rate_row_takes_its_ratios_within_each_round():
+    """Round 2 ran at half speed throughout: its ratio is the same as round 1's, where dividing medians taken
+    in different rounds would not be."""
+    seconds = {"ours": [1.0, 2.0, 1.0], "base": [5.0, 10.0, 4.0], "ceiling": [0.8, 1.6, 0.5]}
+    row = rate_row("case", "items/s", 100, seconds, "ours", "base", "ceiling")
+    assert row.ours == 100 and row.ours_range == (50, 100)
+    assert row.ratios == [5.0, 5.0, 4.0] and row.ratio == 5.0 and row.ratio_range == (4.0, 5.0)
+    assert row.shares == [0.8, 0.8, 0.5] and row.share_of_ceiling == 0.8
+    assert "| 5.00x (4.00-5.00) |" in cli.render([row], {"cores": 2, "gpu": "none", "tensorflow": "x"})

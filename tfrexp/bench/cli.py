@@ -1,8 +1,8 @@
 """The `tfrexp-bench` command: runs the chosen cases, prints the table, saves it as JSON (and optionally
 as an MLflow run).
 
-Each figure is the median of several timed repetitions after a warm-up; the training and start-up cases
-read what real runs measured.
+Each figure is the median of several rounds after a warm-up, the things a ratio compares timed in the same
+rounds (tfrexp/bench/measure.py says why); the training cases read what real runs measured.
 """
 
 from __future__ import annotations
@@ -51,28 +51,39 @@ def machine() -> dict:
 
 
 def render(rows: list[Row], host: dict) -> str:
-    def number(value: float | None, suffix: str = "") -> str:
+    def number(value: float | None, suffix: str = "", spread: tuple[float, float] | None = None) -> str:
         if value is None:
             return "-"
-        if value < 1:
-            return f"{value:.2g}{suffix}"
-        return f"{value:,.2f}{suffix}" if value < 100 else f"{value:,.0f}{suffix}"
+        text = _figure(value) + suffix
+        return f"{text} ({_figure(spread[0])}-{_figure(spread[1])})" if spread else text
+
+    def percent(value: float | None, spread: tuple[float, float] | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.0%} ({spread[0]:.0%}-{spread[1]:.0%})" if spread else f"{value:.0%}"
 
     lines = [f"machine: {host['cores']} cores, GPU: {host['gpu']}, TensorFlow {host['tensorflow']}", "",
              "| case | unit | ours | baseline | ratio | ceiling | share of ceiling | target | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        share = f"{row.share_of_ceiling:.0%}" if row.share_of_ceiling is not None else "-"
-        lines.append(f"| {row.case} | {row.unit} | {number(row.ours)} | {number(row.baseline)} | "
-                     f"{number(row.ratio, 'x')} | {number(row.ceiling)} | {share} | {row.target} | {row.note} |")
+        lines.append(f"| {row.case} | {row.unit} | {number(row.ours, spread=row.ours_range)} | "
+                     f"{number(row.baseline)} | {number(row.ratio, 'x', row.ratio_range)} | {number(row.ceiling)} | "
+                     f"{percent(row.share_of_ceiling, row.share_range)} | {row.target} | {row.note} |")
     return "\n".join(lines)
+
+
+def _figure(value: float) -> str:
+    if value < 1:
+        return f"{value:.2g}"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all "
                         f"but {','.join(FULL_ONLY)}, which --full adds)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure (median)")
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds after a warm-up (figures are medians, "
+                        "ratios taken within a round)")
     parser.add_argument("--catdog-images", type=int, default=2000)
     parser.add_argument("--writer-photos", type=int, default=5000, help="photos in the folder the writer case writes")
     parser.add_argument("--full", action="store_true",
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     from tfrexp.bench.measure import Bench
 
-    bench = Bench(work_dir=args.output.resolve(), repeats=args.repeats, catdog_images=args.catdog_images,
+    bench = Bench(work_dir=args.output.resolve(), rounds=args.rounds, catdog_images=args.catdog_images,
                   writer_photos=args.writer_photos)
     started = time.perf_counter()
     rows = []
@@ -108,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     report = {"date": stamp, "machine": host, "seconds": time.perf_counter() - started,
               "command": " ".join(["tfrexp-bench", *(argv if argv is not None else sys.argv[1:])]),
-              "rows": [{**asdict(row), "ratio": row.ratio, "share_of_ceiling": row.share_of_ceiling} for row in rows]}
+              "rows": [{**asdict(row), "ratio": row.ratio, "share_of_ceiling": row.share_of_ceiling,
+                        "ratio_range": row.ratio_range, "share_range": row.share_range} for row in rows]}
     path = args.output / f"bench-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwritten {path} ({report['seconds']:.0f} s in all)")

@@ -4,14 +4,15 @@ ceiling of one core decoding and resizing the same photos in this process (no re
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tfrexp.bench.local_ray import RAY_ON_LOOPBACK, ray_head
-from tfrexp.bench.measure import Bench, Row, median_seconds
+from tfrexp.bench.measure import Bench, Row, interleaved_seconds, rate_row
 from tfrexp.bench.synthetic import make_catdog_folder
 from tfrexp.records.encoding import PixelEncoder
 from tfrexp.records.writer import ensure_records
@@ -28,8 +29,8 @@ def bench_folder_writer(bench: Bench) -> list[Row]:
     records_dir = bench.work_dir / "writer-records"
     overrides = ["dataset=catdog", f"dataset.source.path={folder}", "dataset.validation_fraction=0",
                  "dataset.source.test_fraction=0", "dataset.class_names=[Cat,Dog]", "writer.force=true"]
-    ceiling = _one_core_rate(bench, overrides)
-    rates: dict[tuple[str, int], float] = {}
+    prepare_sample, sample_size = _one_core_work(bench, overrides)
+    prepare_sample()  # the ceiling's warm-up; each write is a fresh one and needs none
 
     def write(*engine: str) -> None:
         settings, source = bench.settings(*overrides, *engine)
@@ -38,36 +39,46 @@ def bench_folder_writer(bench: Bench) -> list[Row]:
         if written != bench.writer_photos:
             raise RuntimeError(f"the writer kept {written} of {bench.writer_photos} photos")
 
-    for workers in WORKERS:
-        rates["local", workers] = bench.writer_photos / median_seconds(
-            lambda: write("writer.engine=local", f"writer.num_workers={workers}"), bench.repeats, warmup=0)
+    # The one-core ceiling is timed in the same rounds as the writes it is compared with.
+    local = interleaved_seconds(
+        {"one core": prepare_sample,
+         **{f"local {workers}": functools.partial(write, "writer.engine=local", f"writer.num_workers={workers}")
+            for workers in WORKERS}}, bench.rounds, warmup=0)
+    # Each engine and worker count: its writes' seconds, and the one-core work's seconds in the same rounds.
+    seconds = {f"local {workers}": (local[f"local {workers}"], local["one core"]) for workers in WORKERS}
     for workers in WORKERS:
         with _ray_cluster(bench.work_dir, workers):
-            rates["ray", workers] = bench.writer_photos / median_seconds(
-                lambda: write("writer.engine=ray"), bench.repeats, warmup=0)
+            on_ray = interleaved_seconds({"one core": prepare_sample, "ray": lambda: write("writer.engine=ray")},
+                                         bench.rounds, warmup=0)
+        seconds[f"ray {workers}"] = on_ray["ray"], on_ray["one core"]
     shutil.rmtree(records_dir, ignore_errors=True)
 
     rows = []
-    for (engine, workers), rate in rates.items():
-        scaling = "" if workers == 1 else f"; {rate / rates[engine, 1]:.2f}x its 1-worker rate"
-        rows.append(Row(f"writer: {bench.writer_photos} photos -> 150x150x3 raw records, engine={engine}, "
-                        f"{workers} worker(s)", "images/s", rate, ceiling=ceiling * workers,
-                        note=f"{rate / workers:.0f} images/s per worker against {ceiling:.0f} on one core in "
-                             f"this process{scaling}; every photo kept"))
+    for name, (ours, one_core) in seconds.items():
+        engine, workers = name.split()[0], int(name.split()[1])
+        # The ceiling for n workers: n cores at the one-core rate of the same round, as the seconds the whole
+        # folder would take them.
+        whole_folder = bench.writer_photos / sample_size / workers
+        timings = {"ours": ours, "ceiling": [value * whole_folder for value in one_core]}
+        row = rate_row(f"writer: {bench.writer_photos} photos -> 150x150x3 raw records, engine={engine}, "
+                       f"{workers} worker(s)", "images/s", bench.writer_photos, timings, "ours", ceiling="ceiling")
+        row.note = (f"{row.ours / workers:.0f} images/s per worker against {row.ceiling / workers:.0f} on one core in "
+                    "this process; every photo kept")
+        rows.append(row)
     return rows
 
 
-def _one_core_rate(bench: Bench, overrides: list[str]) -> float:
-    """Photos per second one core decodes, resizes and encodes (the tasks' work, without writing)."""
+def _one_core_work(bench: Bench, overrides: list[str]) -> tuple[Callable[[], None], int]:
+    """One core decoding, resizing and encoding a sample of the photos (the tasks' work, without writing)."""
     settings, source = bench.settings(*overrides)
     examples = source.examples(PixelEncoder(settings.writer.image_encoding, settings.writer.jpeg_quality))
     sample = [item for items in examples.splits.values() for item in items][:CEILING_SAMPLE]
 
-    def prepare_all() -> None:
+    def prepare_sample() -> None:
         for item in sample:
             examples.prepare(item)
 
-    return len(sample) / median_seconds(prepare_all, bench.repeats)
+    return prepare_sample, len(sample)
 
 
 @contextmanager
