@@ -4,10 +4,10 @@ Every pipeline is first checked once, outside the timing, to deliver every examp
 right content, and each timed epoch checks its count, so a fast wrong pipeline cannot win.
 
 The things a ratio compares are timed interleaved: one warm-up round, then each of them once per round for
-several rounds, in a rotating order, and the ratio is taken within each round. This machine's speed shifts
-by up to 2x from one minute to the next (another tenant's load: in one process, the same epoch ran at about
-2,000 and about 4,000 images/s in turn), so figures measured minutes apart do not compare; two taken in the
-same round do. A row gives the median over the rounds and the spread (lowest-highest).
+several rounds, in a rotating order, and the ratio is taken within each round. This shared machine's speed
+shifts by up to 2x from one minute to the next (in one process, the same training epoch ran at about 2,000
+and about 4,000 images/s in turn), so figures measured minutes apart do not compare; two taken in the same
+round mostly fall in the same spell. A row gives the median over the rounds and the spread (lowest-highest).
 """
 
 from __future__ import annotations
