@@ -54,6 +54,16 @@ def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
     assert report["machine"]["cores"] >= 1 and "| catdog: 40 photos" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option", ["--rounds", "--catdog-images", "--writer-photos"])
+def test_a_count_below_one_is_refused_in_one_line(option, tmp_path, capsys):
+    """--rounds 0 ran every case and then ended in a StatisticsError traceback (a median of no timings)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--cases", "catdog", option, "0", "--output", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: must be a whole number >= 1, not '0'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before any case ran
+
+
 def test_bad_mnist_files_end_the_bench_in_one_line(tmp_path, monkeypatch, capsys):
     """It was a 20-line DataError traceback, where the other commands print one line."""
     data = tmp_path / "data" / "mnist"

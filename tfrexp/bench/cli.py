@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all "
                         f"but {','.join(FULL_ONLY)}, which --full adds)")
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds after a warm-up (figures are medians, "
+    parser.add_argument("--rounds", type=_at_least_one, default=9, help="timed rounds after a warm-up (figures are medians, "
                         "ratios taken within a round)")
-    parser.add_argument("--catdog-images", type=int, default=2000)
-    parser.add_argument("--writer-photos", type=int, default=5000, help="photos in the folder the writer case writes")
+    parser.add_argument("--catdog-images", type=_at_least_one, default=2000)
+    parser.add_argument("--writer-photos", type=_at_least_one, default=5000, help="photos in the folder the writer case writes")
     parser.add_argument("--full", action="store_true",
                         help="also time to 99%% test accuracy (5 seeds of the default and of the walkthrough's "
                         "recipe), an 8-job sweep serially, in joblib and on Ray, and a search with and without pruning")
@@ -126,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwritten {path} ({report['seconds']:.0f} s in all)")
     if args.mlflow:
         _log_to_mlflow(report, table)
+
+
+def _at_least_one(text: str) -> int:
+    """A count the bench divides by or takes a median over."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return int(text)
 
 
 def _log_to_mlflow(report: dict, table: str) -> None:

@@ -141,7 +141,7 @@ def check_epoch(dataset: tf.data.Dataset, expected: collections.Counter, name: s
 
 def timed_epoch(dataset: tf.data.Dataset, count: int, name: str, passes: int = 1) -> Callable[[], None]:
     """`passes` epochs one after the other, each checked to deliver `count` examples. Several passes make a
-    timing long enough (a second or more) that a short stall of the machine does not decide it."""
+    timing long enough (about a second here) that a short stall of the machine does not decide it."""
     def run() -> None:
         for _ in range(passes):
             delivered = 0
