@@ -38,6 +38,7 @@ def run_job(composed: DictConfig) -> float:
     """One job (the run, or one job of a sweep); returns the objective a sweeper optimises."""
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
+    started = run_context.job_start()
     try:
         stop_signals.raise_if_received()  # a sweep's next job does not start after a signal it did not stop at
         try:
@@ -47,7 +48,7 @@ def run_job(composed: DictConfig) -> float:
                 record_refused_job(hydra_config, composed, str(refused))
             raise
         context = run_context.run_context(composed, hydra_config, settings, Path(hydra_config.runtime.output_dir),
-                                          run_context.process_start())
+                                          started)
         prepare_backend(settings.trainer, hydra_config)
         from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 

@@ -45,7 +45,7 @@ class RunResult:
     records_dir: Path
     records_reused: bool
     fit_seconds: float  # Keras fit alone: training and validation epochs
-    startup_seconds: float | None  # from the process's start to the end of the first training step
+    startup_seconds: float | None  # from the job's start (run_context.job_start) to the end of the first step
 
     def summary(self) -> str:
         """The lines the `tfrexp` command ends with."""

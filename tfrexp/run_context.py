@@ -30,12 +30,25 @@ class RunContext:
     config_yaml: str
     identity: JobIdentity  # run name, tags, parent run of a sweep
     run_dir: Path
-    started: float  # when the process (the command) or the call (the API) started, on time.perf_counter()
+    started: float  # when the job (see job_start) or the call (the API) started, on time.perf_counter()
 
 
 def process_start() -> float:
     """When this process started, on the time.perf_counter() clock (Python's own start-up included)."""
     return time.perf_counter() - (time.time() - psutil.Process().create_time())
+
+
+_began_a_job = False  # whether this process has begun a job: a serial sweep or a joblib worker runs several
+
+
+def job_start() -> float:
+    """When this job began, on the time.perf_counter() clock: the process's start for its first job (Python's
+    and TensorFlow's start-up are that job's to pay), now for each later job of the same process."""
+    global _began_a_job
+    if _began_a_job:
+        return time.perf_counter()
+    _began_a_job = True
+    return process_start()
 
 
 def register_schemas() -> None:

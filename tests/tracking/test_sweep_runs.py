@@ -58,6 +58,10 @@ def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
         assert "test_accuracy" in run.data.metrics
+        if tags["sweep.job"] != "0":
+            # A later job in the same process counts its start-up from its own start, not the process's: it
+            # was the process's, so the whole of the jobs before it (and TensorFlow's import) counted as its own.
+            assert run.data.metrics["startup_seconds"] < (run.info.end_time - run.info.start_time) / 1000
         artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
         assert {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.json",
                 "model_summary.txt", "config.yaml", "manifest.json"} <= artifacts

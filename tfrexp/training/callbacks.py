@@ -46,7 +46,8 @@ def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backu
 class EpochMetricsLogger(keras.callbacks.Callback):
     """Logs every metric Keras reports at the end of an epoch, with step = epoch number (1-based),
     plus the epoch's wall time and throughput. Values the store does not take are kept and retried.
-    `started` is when the process (or the API call) started, on the time.perf_counter clock."""
+    `started` is when the job (tfrexp.run_context.job_start) or the API call started, on the time.perf_counter
+    clock."""
 
     def __init__(self, examples_per_epoch: int, metrics: MetricBuffer, ready: ReadyTimes | None = None,
                  started: float | None = None) -> None:
@@ -57,7 +58,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.ready = ready  # when each training batch was ready: gives the time steps waited for input
         self._step_ends: list[float] = []
         self._epoch_first_batch: list[int] = []
-        self.startup_seconds: float | None = None  # process start to the end of the first training step
+        self.startup_seconds: float | None = None  # `started` to the end of the first training step
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -67,7 +68,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self._step_ends.append(time.perf_counter())
         if len(self._step_ends) == 1:
             self.startup_seconds = self._step_ends[0] - self.started
-            log.info("first training step done, %.1f s after start-up", self.startup_seconds)
+            log.info("first training step done, %.1f s after the job started", self.startup_seconds)
 
     def _input_wait_seconds(self) -> float | None:
         """Time this epoch's steps waited for their batch: batch k+1 kept the loop waiting for as long as it
