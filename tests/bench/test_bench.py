@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfrexp.bench import cli
-from tfrexp.bench.measure import check_epoch, digests, interleaved_seconds, rate_row, timed_epoch
+from tfrexp.bench import measure
+from tfrexp.bench.measure import check_epoch, digests, epoch_seconds, interleaved_seconds, rate_row, timed_epoch
 
 IMAGES = np.arange(20 * 4, dtype=np.uint8).reshape(20, 2, 2, 1)
 LABELS = np.arange(20, dtype=np.int64) % 3
@@ -117,3 +118,16 @@ def test_a_rate_row_takes_its_ratios_within_each_round():
     assert row.ratios == [5.0, 5.0, 4.0] and row.ratio == 5.0 and row.ratio_range == (4.0, 5.0)
     assert row.shares == [0.8, 0.8, 0.5] and row.share_of_ceiling == 0.8
     assert "| 5.00x (4.00-5.00) |" in cli.render([row], {"cores": 2, "gpu": "none", "tensorflow": "x"})
+
+
+def test_epoch_seconds_runs_each_dataset_its_passes_and_divides_by_them(monkeypatch):
+    """On a clock that ticks one second per reading, each timing reads 1 s whatever it ran: per epoch, that is
+    1 / passes; every pass is checked to deliver the whole epoch."""
+    ticks = iter(range(1000))
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: float(next(ticks)))
+    epochs = []
+    counted = _epoch().map(lambda images, labels: (images, tf.py_function(
+        lambda batch: epochs.append(1) or batch, [labels], tf.int64)))
+    seconds = epoch_seconds({"one pass": (_epoch(), 1), "four passes": (counted, 4)}, 20, rounds=2)
+    assert seconds == {"one pass": [1.0, 1.0], "four passes": [0.25, 0.25]}
+    assert len(epochs) == 4 * (2 + 1) * 4  # batches of 6 from 20: 4 a pass; 4 passes; 2 rounds and a warm-up

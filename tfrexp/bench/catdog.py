@@ -7,8 +7,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from tfrexp.bench.measure import (Bench, Row, check_epoch, digests, in_memory_ceiling, interleaved_seconds,
-                                  median_seconds, rate_row, timed_epoch)
+from tfrexp.bench.measure import (Bench, Row, check_epoch, digests, epoch_seconds, in_memory_ceiling,
+                                  median_seconds, rate_row)
 from tfrexp.config.schema import Cache, ImageEncoding, PipelineConfig, WriterConfig
 from tfrexp.pipeline import build_dataset
 from tfrexp.records import reader
@@ -52,7 +52,7 @@ def bench_catdog(bench: Bench) -> list[Row]:
 
     baseline = jpeg_folder()
     labels_check(baseline, "JPEG folder")
-    runs = {"JPEG folder": timed_epoch(baseline, count, "JPEG folder", passes["JPEG folder"])}
+    epochs = {"JPEG folder": (baseline, passes["JPEG folder"])}
     notes, raw_arrays = {}, None
     for encoding in ("raw", "png", "jpeg"):
         settings, source = bench.settings(
@@ -67,16 +67,15 @@ def bench_catdog(bench: Bench) -> list[Row]:
         check_epoch(ours, expected_digests(source, settings.writer), f"records ({encoding})")
         if encoding == "raw":
             raw_arrays = _arrays(ours)
-        runs[encoding] = timed_epoch(ours.map(lambda images, labels: (tf.cast(images, tf.float32), labels)),
-                                     count, encoding, passes[encoding])  # the same tensors as the baseline's
+        # Cast: the same tensors as the baseline's.
+        epochs[encoding] = (ours.map(lambda images, labels: (tf.cast(images, tf.float32), labels)), passes[encoding])
         size = sum(shard.num_bytes for info in record_set.manifest.splits.values() for shard in info.shards) / 1e6
         notes[encoding] = (f"records {size:.0f} MB; read+decode {decode_microseconds(record_set):.0f} us/image on "
                            "one core; pixels checked")
     # The ceiling: the same pixels and labels already in memory, shuffled and cast in the same batches.
     ceiling = in_memory_ceiling(*raw_arrays, batch).map(lambda images, labels: (tf.cast(images, tf.float32), labels))
-    runs["in memory"] = timed_epoch(ceiling, count, "in memory", passes["in memory"])
-    timings = interleaved_seconds(runs, bench.rounds)
-    seconds = {name: [value / passes[name] for value in values] for name, values in timings.items()}
+    epochs["in memory"] = (ceiling, passes["in memory"])
+    seconds = epoch_seconds(epochs, count, bench.rounds)
     targets = {"raw": ">= 5x; >= 75% of ceiling", "png": ">= 1x or its cost stated", "jpeg": ">= 1x or its cost stated"}
     return [rate_row(f"catdog: {count} photos -> 150x150x3, records ({encoding}) vs JPEG folder", "images/s",
                      count, seconds, encoding, "JPEG folder", "in memory", target=targets[encoding],

@@ -152,6 +152,14 @@ def timed_epoch(dataset: tf.data.Dataset, count: int, name: str, passes: int = 1
     return run
 
 
+def epoch_seconds(epochs: dict[str, tuple[tf.data.Dataset, int]], count: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each (dataset, passes) in each round: every timing runs its dataset's `passes`
+    epochs (timed_epoch), the datasets timed in turns (interleaved_seconds), each timing divided by its passes."""
+    timings = interleaved_seconds({name: timed_epoch(dataset, count, name, passes)
+                                   for name, (dataset, passes) in epochs.items()}, rounds)
+    return {name: [value / epochs[name][1] for value in values] for name, values in timings.items()}
+
+
 def in_memory_ceiling(images, labels, batch_size: int) -> tf.data.Dataset:
     """The fastest shuffled batches of these arrays tf.data gives here: a permutation of indices, batched,
     each batch gathered in one op, in parallel, prefetched. Every example exactly once per epoch."""

@@ -9,8 +9,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfrexp.bench import walkthrough
-from tfrexp.bench.measure import (Bench, Row, check_epoch, digests, in_memory_ceiling, interleaved_seconds, rate_row,
-                                  timed_epoch)
+from tfrexp.bench.measure import (Bench, Row, check_epoch, digests, epoch_seconds, in_memory_ceiling,
+                                  interleaved_seconds, rate_row)
 from tfrexp.config.schema import Cache, PipelineConfig
 from tfrexp.pipeline import build_dataset
 from tfrexp.records import reader
@@ -103,9 +103,8 @@ def bench_input(bench: Bench) -> list[Row]:
     # Epochs per timing, so that each takes about a second here (an in-memory epoch takes about 0.2 s); a
     # rate is examples per second whatever the passes.
     passes = {"ours": 2, "ours cached": 4, "walkthrough": 1, "in memory": 5}
-    timings = interleaved_seconds({name: timed_epoch(dataset, count, name, passes[name])
-                                   for name, dataset in pipelines.items()}, bench.rounds)
-    seconds = {name: [value / passes[name] for value in values] for name, values in timings.items()}
+    seconds = epoch_seconds({name: (dataset, passes[name]) for name, dataset in pipelines.items()}, count,
+                            bench.rounds)
     return [
         rate_row("input: MNIST train (60k), batches of 128, uncached", "examples/s", count, seconds, "ours",
                  "walkthrough", "in memory", target=">= 5x; >= 80% of ceiling"),
