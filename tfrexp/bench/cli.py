@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
 
     args.output.mkdir(parents=True, exist_ok=True)
+    from tfrexp.config.schema import TrainerConfig
+    from tfrexp.training.backend import prepare_backend
+
+    prepare_backend(TrainerConfig())  # TensorFlow imported with its C++ start-up lines held back, as a run does
     from tfrexp.bench.measure import Bench
 
     bench = Bench(work_dir=args.output.resolve(), rounds=args.rounds, catdog_images=args.catdog_images,
