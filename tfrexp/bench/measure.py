@@ -112,14 +112,8 @@ def rate_row(case: str, unit: str, work: float, seconds: dict[str, list[float]],
 
 
 def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    """The median seconds of `repeats` runs after `warmup` untimed ones (one thing, timed on its own)."""
+    return statistics.median(interleaved_seconds({"run": run}, repeats, warmup)["run"])
 
 
 def digests(images: np.ndarray, labels: np.ndarray) -> collections.Counter:
