@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all "
                         f"but {','.join(FULL_ONLY)}, which --full adds)")
-    parser.add_argument("--rounds", type=_at_least_one, default=9, help="timed rounds after a warm-up (figures are medians, "
-                        "ratios taken within a round)")
+    parser.add_argument("--rounds", type=_at_least_one, default=9,
+                        help="timed rounds after a warm-up (figures are medians, ratios taken within a round)")
     parser.add_argument("--catdog-images", type=_at_least_one, default=2000)
-    parser.add_argument("--writer-photos", type=_at_least_one, default=5000, help="photos in the folder the writer case writes")
+    parser.add_argument("--writer-photos", type=_at_least_one, default=5000,
+                        help="photos in the folder the writer case writes")
     parser.add_argument("--full", action="store_true",
                         help="also time to 99%% test accuracy (5 seeds of the default and of the walkthrough's "
                         "recipe), an 8-job sweep serially, in joblib and on Ray, and a search with and without pruning")
