@@ -137,4 +137,6 @@ def test_the_cats_vs_dogs_commands_of_the_docs(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id],
                               order_by=["attributes.start_time ASC"])
     assert [run.info.status for run in runs] == ["FINISHED", "FAILED"]
-    assert runs[0].data.metrics["test_accuracy"] >= 0.95
+    # Training order is not reproducible by default (pipeline.deterministic: false), so the test accuracy moves
+    # from run to run: 93.8-98.2% over six runs. The bar says the class difference was learned (chance is 50%).
+    assert runs[0].data.metrics["test_accuracy"] >= 0.85
