@@ -68,6 +68,19 @@ def test_constant_schedule_and_weight_decay_choose_the_optimizer():
     assert math.isclose(float(model.optimizer.learning_rate), TrainerConfig().learning_rate, rel_tol=1e-6)
 
 
+def test_the_training_step_is_traced_once(monkeypatch):
+    """The optimizer is built with the model's variables before fit, so its first trace makes no variable and
+    TensorFlow does not trace the step again (it did: two traces per run and per sweep job)."""
+    model = model_builder(CNN)(input_shape=[8, 8, 1], num_classes=2)
+    fit.compile_model(model, TrainerConfig(), FitPlan(1, None, 4, 64), fit.configure_device(Toggle.off, Toggle.off))
+    assert model.optimizer.built
+    traces = []
+    train_step = model.train_step
+    monkeypatch.setattr(model, "train_step", lambda data: traces.append(1) or train_step(data))
+    fit.fit(model, _data(), None, FitPlan(1, None, 4, 64), 0, [])
+    assert len(traces) == 1
+
+
 def test_fit_evaluate_and_predict_agree_on_a_binary_head():
     build = model_builder({"_target_": "tfrexp.models.mlp.build_mlp", "hidden_units": [8]})
     model = build(input_shape=[8, 8, 1], num_classes=2)
