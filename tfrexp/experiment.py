@@ -109,7 +109,8 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             fit_seconds = time.perf_counter() - fit_started
             # A pruned trial is done with: its search needs no test figures, report or model of it.
             trained_out = trial is None or trial.pruned_at_epoch is None
-            test_metrics = fit.evaluate(model, evaluation["test"]) if "test" in evaluation and trained_out else {}
+            test = fit.evaluate(model, evaluation["test"]) if "test" in evaluation and trained_out else None
+            test_metrics = test.metrics if test is not None else {}
             metrics.log({**test_metrics, "fit_seconds": fit_seconds})
         except (tf.errors.DataLossError, tf.errors.FailedPreconditionError, tf.errors.NotFoundError,
                 tf.errors.InvalidArgumentError) as error:
@@ -127,9 +128,8 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             tracked.set_tags({"search.pruned": str(trial.pruned_at_epoch is not None).lower()})
             if trial.pruned_at_epoch is not None:
                 tracked.log_params({"search.pruned_at_epoch": trial.pruned_at_epoch})
-        if "test" in evaluation and trained_out:
-            labels, predictions = fit.predict_classes(model, evaluation["test"])
-            tracked.log_report(history, labels, predictions, manifest.class_names)
+        if test is not None:
+            tracked.log_report(history, test.labels, test.predictions, manifest.class_names)
         if settings.tracking.log_model and trained_out:
             sample = evaluation["test"] if "test" in evaluation else train
             example_images, _ = next(iter(sample.take(1)))

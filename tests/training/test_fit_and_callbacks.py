@@ -90,9 +90,25 @@ def test_fit_evaluate_and_predict_agree_on_a_binary_head():
     history = fit.fit(model, _data(), _data(seed=1), FitPlan(2, None, 8, 64), 0, [])
     assert [len(values) for values in history.values()] == [2] * len(history) and "val_accuracy" in history
     test = fit.evaluate(model, _data(seed=2))
-    labels, predictions = fit.predict_classes(model, _data(seed=2))
-    assert set(test) == {"test_accuracy", "test_loss"}
-    assert math.isclose(test["test_accuracy"], float((labels == predictions).mean()), abs_tol=1e-6)
+    assert set(test.metrics) == {"test_accuracy", "test_loss"} and len(test.labels) == len(test.predictions) == 64
+    assert math.isclose(test.metrics["test_accuracy"], float((test.labels == test.predictions).mean()), abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_the_one_pass_test_metrics_are_what_keras_evaluate_gives(num_classes):
+    """Loss and accuracy from the pass that also gives the classes equal `model.evaluate`'s, on a softmax head
+    and on a one-logit head, with a weight penalty that the compiled loss includes; batches of unequal size."""
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(0.01))])
+    fit.compile_model(model, TrainerConfig(), FitPlan(1, None, 4, 64), fit.configure_device(Toggle.off, Toggle.off))
+    fit.fit(model, _data(), None, FitPlan(1, None, 4, 64), 0, [])
+    test = _data(n=70, seed=3)  # batches of 16 and a last one of 6
+    if num_classes == 3:
+        test = test.map(lambda images, labels: (images, labels + tf.cast(images[:, 0, 0, 0] > 200, tf.int64)))
+    expected = model.evaluate(test, verbose=0, return_dict=True)
+    result = fit.evaluate(model, test)
+    assert math.isclose(result.metrics["test_loss"], expected["loss"], rel_tol=1e-5)
+    assert math.isclose(result.metrics["test_accuracy"], expected["accuracy"], abs_tol=1e-6)
 
 
 def test_the_callbacks_run_in_the_contracted_order(tmp_path):
