@@ -107,7 +107,9 @@ class TrackedRun:
         import tensorflow as tf
         from mlflow.models import infer_signature
 
-        signature = infer_signature(example_images, model.predict(example_images, verbose=0))
+        # A plain call: model.predict would build a tf.data pipeline and trace a predict step for 8 images.
+        outputs = keras.ops.convert_to_numpy(model(example_images, training=False))
+        signature = infer_signature(example_images, outputs)
         mlflow.keras.log_model(
             model,
             name="model",
