@@ -46,8 +46,9 @@ def machine() -> dict:
 
     gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
             for gpu in tf.config.list_physical_devices("GPU")]
-    return {"cores": os.cpu_count(), "gpu": ", ".join(gpus) or "none", "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "tensorflow": tf.__version__}
+    return {"cores": os.cpu_count(), "gpu": ", ".join(gpus) or "none",
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "tensorflow": tf.__version__}
 
 
 def render(rows: list[Row], host: dict) -> str:
