@@ -43,13 +43,13 @@ def run_job(composed: DictConfig) -> float:
         stop_signals.raise_if_received()  # a sweep's next job does not start after a signal it did not stop at
         try:
             settings, source = run_context.check(composed)
+            context = run_context.run_context(composed, hydra_config, settings,
+                                              Path(hydra_config.runtime.output_dir), started)
+            prepare_backend(settings.trainer, hydra_config)  # may refuse too: no free GPU, another Keras backend
         except TfrexpError as refused:  # before any run exists: in a sweep, a failed child records it
             if in_sweep:
                 record_refused_job(hydra_config, composed, str(refused))
             raise
-        context = run_context.run_context(composed, hydra_config, settings, Path(hydra_config.runtime.output_dir),
-                                          started)
-        prepare_backend(settings.trainer, hydra_config)
         from tfrexp import experiment  # imports TensorFlow: only once the config is known to be good
 
         result = experiment.run(settings, source, context)

@@ -160,6 +160,21 @@ def test_a_sweep_whose_every_job_is_refused_fails_and_says_why(tmp_path):
     assert not list((tmp_path / "outputs" / "multiruns").glob("*/mlflow_sweep.json")), "the sweep folder is freed"
 
 
+def test_a_job_refused_as_its_backend_loads_is_a_failed_child(tmp_path):
+    """A refusal after the config check, as TensorFlow and Keras load (here: a second Keras backend in a serial
+    sweep's one process; on a GPU machine, no free GPU), is a FAILED child with the reason (there was none)."""
+    result = run_tfrexp("-m", "trainer.backend=tensorflow,jax", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = {run.data.params.get("trainer.backend", "refused"): run for run in runs
+                if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == ["refused", "tensorflow"] and children["tensorflow"].info.status == "FINISHED"
+    assert children["refused"].info.status == "FAILED"
+    assert "Keras is already loaded with the tensorflow backend" in children["refused"].data.tags["error"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.children"] == 2
+
+
 def test_a_search_whose_every_trial_fails_ends_its_parent_in_one_line(tmp_path):
     result = run_tfrexp("-m", f"hydra.searchpath=[file://{TESTS_CONF}]", "hparams_search=optuna_all_refused",
                         cwd=tmp_path)
