@@ -134,8 +134,8 @@ def evaluate(model: keras.Model, test: tf.data.Dataset) -> TestResult:
     """The test metrics and each example's (true, predicted) class from one pass over the split, so both come
     from the same batches in the same order (an unordered pipeline may order a second pass otherwise). The
     loss is the compiled one (Keras' compute_loss, with any regularization), averaged over examples as
-    `model.evaluate` does; a pass of `model.evaluate` and a second one for the classes took 1.5 s of a default
-    run, this one 0.5 s (docs/benchmarks.md#start-up)."""
+    `model.evaluate` does; a pass of `model.evaluate` and a second one for the classes took 1.9 s of a default
+    run, this one 0.8-0.95 s (docs/benchmarks.md#start-up)."""
     forward = _inference_call(model)
     labels, predictions, loss_sum = [], [], 0.0
     for images, batch_labels in test.as_numpy_iterator():  # NumPy: any Keras backend takes it
