@@ -158,7 +158,9 @@ class TrainerConfig:
     beta_1: float = 0.7  # Adam's moment decay rates (Keras's defaults: 0.9, 0.999)
     beta_2: float = 0.9
     seed: int = 42
-    mixed_precision: Toggle = Toggle.auto  # auto: on for GPUs with tensor cores
+    # Mixed precision: float16 on a GPU, bfloat16 on a CPU. auto: on for GPUs with tensor cores and, under the
+    # TensorFlow backend, for CPUs with AMX-BF16 (1.6x the default's float32 fit, docs/benchmarks.md#precision).
+    mixed_precision: Toggle = Toggle.auto
     jit_compile: Toggle = Toggle.auto  # auto: Keras decides (XLA on GPU)
     # Over several devices, pipeline.batch_size stays the global batch (split across replicas) and
     # learning_rate is not rescaled: a run means the same thing on one GPU or eight.
