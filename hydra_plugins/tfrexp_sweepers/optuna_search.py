@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.search.space import SearchSpace, search_space
-from tfrexp.search.study import PRUNED_AT_ATTR, PRUNER_ATTR, finished_trials, open_study
+from tfrexp.search.study import PRUNED_AT_ATTR, PRUNER_ATTR, end_stopped_trials, finished_trials, open_study
 from tfrexp.tracking.sweep import absolute_store_uri, parent_closed_on_failure, with_absolute_paths
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,18 @@ class OptunaSearchSweeper(Sweeper):
         OmegaConf.save(self.config, Path(self.config.hydra.sweep.dir) / "multirun.yaml")
         returns, failed, launched = [], 0, 0
         while launched < to_go:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, to_go - launched))]
-            batch = [[*space.overrides(trial.params), f"search.storage={self.storage}",
-                      f"search.study={self.study_name}", f"search.trial={trial.number}"] for trial in trials]
-            results = self.launcher.launch(batch, initial_job_idx=launched)
-            for trial, result in zip(trials, results):
-                failed += not self._tell(study, trial, result)
+            trials: list = []
+            try:
+                for _ in range(min(self.n_jobs, to_go - launched)):
+                    trials.append(study.ask(space.distributions))
+                batch = [[*space.overrides(trial.params), f"search.storage={self.storage}",
+                          f"search.study={self.study_name}", f"search.trial={trial.number}"] for trial in trials]
+                results = self.launcher.launch(batch, initial_job_idx=launched)
+                for trial, result in zip(trials, results):
+                    failed += not self._tell(study, trial, result)
+            except BaseException:  # Ctrl-C, SIGTERM, a launcher that fails: the batch's trials will not end
+                self._end_stopped(study, trials)
+                raise
             launched += len(trials)
             returns.append(results)
             if failed / self.n_trials > self.max_failure_rate:
@@ -86,6 +92,14 @@ class OptunaSearchSweeper(Sweeper):
                                    f"{self.max_failure_rate}")
         self._save_best(study)
         return returns
+
+    @staticmethod
+    def _end_stopped(study: Any, trials: list) -> None:
+        try:
+            end_stopped_trials(study, trials)
+        except Exception as error:  # noqa: BLE001 -- the study's storage may be what failed: its error is the one
+            log.warning("the stopped trials %s could not be ended in the study: %s",
+                        [trial.number for trial in trials], error)
 
     def _tell(self, study: Any, trial: Any, result: Any) -> bool:
         """Tell the study how the trial's job ended; False when it failed."""

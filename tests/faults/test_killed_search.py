@@ -70,3 +70,25 @@ def test_a_killed_search_continues_and_a_finished_one_extends(tmp_path):
     # as its one-line refusal says to a sweep sent there. It is freed here, as a user would free it.
     [held] = list((outputs / "multiruns").glob("*/mlflow_sweep.json"))
     held.unlink()
+
+
+def test_a_search_stopped_by_a_signal_leaves_no_trial_running(tmp_path):
+    """SIGTERM (Ctrl-C's SIGINT takes the same way) while the first trial runs: the search ends KILLED as a
+    sweep does, and its trial ends FAIL, marked stopped, not RUNNING for ever; a continuation draws it again."""
+    from tfrexp.search.study import STOPPED_ATTR, finished_trials, open_study
+
+    outputs = tmp_path / "outputs"
+    search = subprocess.Popen([sys.executable, "-m", "tfrexp", *SEARCH, f"paths.output_dir={outputs}",
+                               "hydra.sweeper.n_trials=2"], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        wait_for(lambda: list((outputs / "multiruns").glob("*/0")) or search.poll() is not None, 120,
+                 "the first trial's job folder")
+        search.send_signal(signal.SIGTERM)
+        _, stderr = search.communicate(timeout=120)
+    finally:
+        search.kill()
+    assert search.returncode == 130, stderr[-3000:]
+    [trial] = _trials(outputs, states=None)
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs[STOPPED_ATTR] is True
+    assert finished_trials(open_study(f"sqlite:///{outputs}/optuna.db", "mnist_optuna", "maximize")) == []

@@ -14,6 +14,7 @@ from tfrexp.errors import ConfigError
 
 PRUNER_ATTR = "tfrexp.pruner"  # the study's user attribute holding the pruner's config (`_target_` and arguments)
 PRUNED_AT_ATTR = "tfrexp.pruned_at_epoch"  # a trial's user attribute: the epoch after which it stopped
+STOPPED_ATTR = "tfrexp.stopped"  # a FAIL trial's user attribute: its search stopped before it ended
 
 
 def open_study(storage: str, name: str, direction: str, sampler: Any = None, pruner: Any = None) -> Any:
@@ -48,12 +49,26 @@ def load_trial(storage: str, study_name: str, number: int) -> tuple[Any, Any]:
 
 
 def finished_trials(study: Any) -> list:
-    """The trials that count towards n_trials: complete, pruned or failed. One left RUNNING by a killed search
-    does not count: its place is drawn again."""
+    """The trials that count towards n_trials: complete, pruned or failed. One its search stopped (Ctrl-C,
+    SIGTERM: FAIL and marked STOPPED_ATTR) or left RUNNING (SIGKILL, a lost node) does not count: its place is
+    drawn again."""
     import optuna
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return study.get_trials(deepcopy=False, states=done)
+    return [trial for trial in study.get_trials(deepcopy=False, states=done) if STOPPED_ATTR not in trial.user_attrs]
+
+
+def end_stopped_trials(study: Any, trials: list) -> None:
+    """The trials a stopping search launched and will not tell: FAIL, marked as stopped, rather than RUNNING
+    for ever in the study (and in optuna-dashboard). A trial its job already ended is left as it is."""
+    import optuna
+
+    for trial in trials:
+        try:
+            trial.set_user_attr(STOPPED_ATTR, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except (RuntimeError, ValueError):  # Optuna refuses to change a finished trial
+            continue
 
 
 def _make_sqlite_folder(storage: str) -> None:
