@@ -73,8 +73,9 @@ def test_a_killed_search_continues_and_a_finished_one_extends(tmp_path):
 
 
 def test_a_search_stopped_by_a_signal_leaves_no_trial_running(tmp_path):
-    """SIGTERM (Ctrl-C's SIGINT takes the same way) while the first trial runs: the search ends KILLED as a
-    sweep does, and its trial ends FAIL, marked stopped, not RUNNING for ever; a continuation draws it again."""
+    """SIGTERM (Ctrl-C's SIGINT takes the same way) as the first trial starts: the search ends as an interrupted
+    sweep does (exit 130), and its trial ends FAIL, marked stopped, not RUNNING for ever; it does not count
+    towards n_trials, so a continuation draws its place again."""
     from tfrexp.search.study import STOPPED_ATTR, finished_trials, open_study
 
     outputs = tmp_path / "outputs"

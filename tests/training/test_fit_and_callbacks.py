@@ -74,6 +74,9 @@ def test_mixed_precision_on_a_cpu_is_bfloat16_and_auto_turns_it_on_where_the_cpu
             assert model.output.dtype == "float32" and model.layers[2].compute_dtype == policy.split("_")[-1]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    monkeypatch.undo()
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # without oneDNN, TensorFlow does not reach AMX
+    assert fit.cpu_has_bfloat16_matrix_units() is False
 
 
 def test_constant_schedule_and_weight_decay_choose_the_optimizer():

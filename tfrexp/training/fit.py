@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import keras
@@ -74,7 +75,10 @@ def configure_device(mixed_precision: Toggle, jit_compile: Toggle,
 def cpu_has_bfloat16_matrix_units() -> bool:
     """Whether this CPU has AMX-BF16 (Intel Xeon since Sapphire Rapids), where oneDNN runs TensorFlow's
     bfloat16 convolutions and matrix products: 1.4x the default's float32 training throughput on the 2-core
-    machine (docs/benchmarks.md). Linux says so in /proc/cpuinfo; elsewhere, no."""
+    machine (docs/benchmarks.md). Linux says so in /proc/cpuinfo; elsewhere, no. With oneDNN turned off
+    (TF_ENABLE_ONEDNN_OPTS=0) TensorFlow does not use them, so no."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
             return any(line.startswith("flags") and " amx_bf16" in line for line in cpuinfo)
