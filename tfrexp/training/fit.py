@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DeviceInfo:
     device: str  # e.g. "GPU:0 (NVIDIA H100 80GB HBM3)", "2 x GPU (NVIDIA H100 80GB HBM3)" or "CPU"
-    mixed_precision: bool
     precision: str  # Keras' dtype policy: float32, mixed_float16 (GPUs) or mixed_bfloat16 (CPUs)
     jit_compile: bool | str  # Keras accepts "auto"
     # Build and compile the model in strategy.scope(); Keras then splits each global batch over the replicas.
@@ -28,6 +27,10 @@ class DeviceInfo:
     # The GPU ids this process was given (CUDA_VISIBLE_DEVICES when TensorFlow loaded: a sweep's worker's own,
     # or Ray's), "all" or "none"; see tfrexp.training.devices.
     visible_devices: str = field(default_factory=visible_devices)
+
+    @property
+    def mixed_precision(self) -> bool:
+        return self.precision != "float32"
 
     @property
     def replicas(self) -> int:
@@ -66,7 +69,7 @@ def configure_device(mixed_precision: Toggle, jit_compile: Toggle,
     policy = ("mixed_float16" if gpus else "mixed_bfloat16") if mixed else "float32"
     keras.mixed_precision.set_global_policy(policy)
     jit = {Toggle.on: True, Toggle.off: False, Toggle.auto: "auto"}[jit_compile]
-    info = DeviceInfo(device=device, mixed_precision=mixed, precision=policy, jit_compile=jit, strategy=strategy)
+    info = DeviceInfo(device=device, precision=policy, jit_compile=jit, strategy=strategy)
     log.info("training on %s (%d replica%s, %s, jit_compile %s)", device, info.replicas,
              "" if info.replicas == 1 else "s", policy, jit)
     return info
