@@ -23,7 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp.search.space import SearchSpace, search_space
-from tfrexp.search.study import PRUNED_AT_ATTR, PRUNER_ATTR, end_stopped_trials, finished_trials, open_study
+from tfrexp.search.study import (PRUNED_AT_ATTR, PRUNER_ATTR, end_stopped_trials, finished_trials, hold_conditions,
+                                 open_study)
 from tfrexp.tracking.sweep import absolute_store_uri, parent_closed_on_failure, with_absolute_paths
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OptunaSearchSweeper(Sweeper):
         sampler = instantiate(self.sampler_config, **({"search_space": grid} if grid else {}))
         pruner = OmegaConf.to_container(self.pruner_config, resolve=True)
         study = open_study(self.storage, self.study_name, self.direction, sampler, instantiate(pruner))
+        hold_conditions(study, self.study_name, space.fixed)  # no mixing trials run on other data or models
         study.set_user_attr(PRUNER_ATTR, pruner)  # each trial's job prunes by this rule
         done = len(finished_trials(study))
         to_go = max(self.n_trials - done, 0)

@@ -37,3 +37,28 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(tmp_path):
     assert callback.pruned_at_epoch is None and not callback.model.stop_training
     [stored] = study.get_trials(deepcopy=False)
     assert stored.intermediate_values == {1: 0.5} and PRUNED_AT_ATTR not in stored.user_attrs
+
+
+def test_a_study_is_continued_only_with_the_fixed_overrides_its_trials_ran_with(tmp_path):
+    """A second call with another model and data slice continued the study: its trial was pruned against trials
+    of another net on other data, and the best reported was one of those."""
+    import pytest
+
+    from tfrexp.errors import ConfigError
+    from tfrexp.search.study import hold_conditions
+
+    first = ["model=cnn_small", "dataset.max_examples_per_split=2000", "paths.output_dir=/a",
+             "hydra.sweep.dir=/a/multiruns/1", "tracking.uri=sqlite:////a/mlflow.db"]
+    study = open_study(f"sqlite:///{tmp_path}/optuna.db", "s", "maximize")
+    hold_conditions(study, "s", first)
+    # Where it writes, how it runs and logs may change; the order of the overrides does not matter.
+    hold_conditions(open_study(f"sqlite:///{tmp_path}/optuna.db", "s", "maximize"), "s", [
+        "hydra.sweep.dir=/b/multiruns/2", "dataset.max_examples_per_split=2000", "model=cnn_small",
+        "paths.output_dir=/b", "hydra/launcher=joblib", "hydra.sweeper.n_trials=20", "trainer.verbose=0"])
+    with pytest.raises(ConfigError) as refused:
+        hold_conditions(open_study(f"sqlite:///{tmp_path}/optuna.db", "s", "maximize"), "s",
+                        ["model=cnn", "dataset.max_examples_per_split=1000", "paths.output_dir=/a"])
+    assert str(refused.value) == (
+        "hydra.sweeper.study_name=s: the study's trials ran with other fixed overrides (then "
+        "dataset.max_examples_per_split=2000 model=cnn_small; now dataset.max_examples_per_split=1000 model=cnn): "
+        "repeat them to continue it, or name a new study (hydra.sweeper.study_name=...)")

@@ -15,6 +15,9 @@ from tfrexp.errors import ConfigError
 PRUNER_ATTR = "tfrexp.pruner"  # the study's user attribute holding the pruner's config (`_target_` and arguments)
 PRUNED_AT_ATTR = "tfrexp.pruned_at_epoch"  # a trial's user attribute: the epoch after which it stopped
 STOPPED_ATTR = "tfrexp.stopped"  # a FAIL trial's user attribute: its search stopped before it ended
+CONDITIONS_ATTR = "tfrexp.fixed_overrides"  # the study's user attribute: what every trial of it was run with
+# Fixed overrides that do not change what a trial measures: where things go, how it is launched and logged.
+NOT_CONDITIONS = ("hydra.", "hydra/", "paths.", "tracking.", "search.", "trainer.verbose=")
 
 
 def open_study(storage: str, name: str, direction: str, sampler: Any = None, pruner: Any = None) -> Any:
@@ -32,6 +35,24 @@ def open_study(storage: str, name: str, direction: str, sampler: Any = None, pru
             f"hydra.sweeper.storage={storage}: the study database was made by an older Optuna (its schema: "
             f"{_made_by(error)}); upgrade it in place with `optuna storage upgrade --storage {storage}` "
             "to continue its studies, or give the search a new storage") from None
+
+
+def hold_conditions(study: Any, study_name: str, fixed: list[str]) -> None:
+    """A study's trials are only comparable (and prunable against each other) when they ran on the same data,
+    model and schedule: the search's fixed overrides, less `NOT_CONDITIONS`, are written on the study, and a
+    call that continues it with other ones is refused in one line. A study from before this rule takes the
+    current ones."""
+    conditions = sorted(override.lstrip("+") for override in fixed
+                        if not override.lstrip("+~").startswith(NOT_CONDITIONS))
+    held = study.user_attrs.get(CONDITIONS_ATTR)
+    if held is None:
+        study.set_user_attr(CONDITIONS_ATTR, conditions)
+    elif held != conditions:
+        gone, new = sorted(set(held) - set(conditions)), sorted(set(conditions) - set(held))
+        raise ConfigError(
+            f"hydra.sweeper.study_name={study_name}: the study's trials ran with other fixed overrides (then "
+            f"{' '.join(gone) or 'none'}; now {' '.join(new) or 'none'}): repeat them to continue it, or name a new "
+            "study (hydra.sweeper.study_name=...)")
 
 
 def load_trial(storage: str, study_name: str, number: int) -> tuple[Any, Any]:
