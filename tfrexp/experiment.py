@@ -96,7 +96,9 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         # run against the store sends.
         metrics = tracked.metric_buffer()
         logger = EpochMetricsLogger(plan.examples_per_epoch, metrics, ready, started=context.started)
-        callbacks = training_callbacks(interrupts, logger, backups / tracked.run_id)
+        # A resumed run's divergence check starts from where it left off (its first batch may be the explosion).
+        callbacks = training_callbacks(interrupts, logger, backups / tracked.run_id,
+                                       resumed_loss=tracked.last_logged("loss") if tracked.resumed else None)
         trial = None
         if settings.search.trial is not None:  # a search's trial: reports every epoch, stops when pruned
             from tfrexp.search.trial import ReportToStudy

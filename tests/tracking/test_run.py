@@ -254,6 +254,26 @@ def test_unsent_metrics_are_kept_when_a_run_fails_and_a_resumed_run_sends_them(t
     assert not unsent_file.exists(), "sent, so no longer kept"
 
 
+def test_a_run_that_diverged_fails_again_when_resumed(tmp_path, data_dir, monkeypatch):
+    """Resumed from the epoch before its loss exploded, the first batch (the explosion again) was taken as the
+    run's start and never checked: the run ended FINISHED with a test loss of 120."""
+    overrides = [*TINY, "trainer.epochs=2", f"paths.output_dir={tmp_path}", f"paths.data_dir={data_dir}"]
+    check = StopOnDivergence.on_train_batch_end
+
+    def explodes_in_epoch_two(self, batch, logs=None):  # as the loss of a learning rate too high does
+        check(self, batch, {**logs, "loss": logs["loss"] * 1000} if self._epoch == 1 else logs)
+
+    monkeypatch.setattr(StopOnDivergence, "on_train_batch_end", explodes_in_epoch_two)
+    with pytest.raises(TrainingDiverged, match="at epoch 2, batch 1"):
+        tfrexp.run(overrides)
+    with pytest.raises(TrainingDiverged, match="at epoch 2, batch 1"):
+        tfrexp.run([*overrides, "trainer.resume=true"])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    assert run.data.tags["resumed"] == "true" and run.info.status == "FAILED"
+    assert [point.step for point in client.get_metric_history(run.info.run_id, "loss")] == [1]
+
+
 def test_an_experiment_deleted_in_the_ui_is_named_with_how_to_restore_it(store):
     settings, experiment_id, client = store
     client.delete_experiment(experiment_id)

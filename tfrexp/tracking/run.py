@@ -53,6 +53,10 @@ class TrackedRun:
             params = {key: value for key, value in params.items() if key not in changed}
         mlflow.log_params(params)
 
+    def last_logged(self, key: str) -> float | None:
+        """The metric's value at the run's latest step (a resumed run's last finished epoch), if it has one."""
+        return mlflow.get_run(self.run_id).data.metrics.get(key)
+
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics)
 

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backup_dir: Path) -> list:
+def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backup_dir: Path,
+                       resumed_loss: float | None = None) -> list:
     """The callbacks of `fit`, in the order that is the run's contract. Keras calls them in list order:
 
-    1. stop at the first batch whose loss is not finite, before anything of that batch is logged;
+    1. stop at the first batch whose loss is not finite or has exploded (against `resumed_loss`, the last
+       epoch's loss of a resumed run), before anything of that batch is logged;
     2. stop at the end of a batch if a signal was received but did not stop the run (see `Interrupts`);
     3. from here until 6, a SIGINT/SIGTERM is held back, so that
     4. the epoch's metrics are logged to MLflow and
@@ -34,7 +36,7 @@ def training_callbacks(interrupts: Interrupts, logger: EpochMetricsLogger, backu
     6. a signal that arrived meanwhile is raised now, after the save.
     """
     return [
-        StopOnDivergence(),
+        StopOnDivergence(resumed_loss),
         interrupts.at_batch_end(),
         interrupts.hold(),
         logger,
@@ -96,17 +98,20 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
 class StopOnDivergence(keras.callbacks.Callback):
     """Stops training at the first batch whose loss is NaN or infinite, or has exploded: grown past
-    EXPLODED times the run's first loss (and past EXPLODED in any case, as a resumed run starts low)."""
+    EXPLODED times the run's first loss (and past EXPLODED in any case). A resumed run compares from its first
+    batch on with the loss it had logged last (`reference`): its own first batch may already have exploded
+    (a run that diverged, resumed from the epoch before), and taken as the start it would pass unchecked."""
 
     EXPLODED = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, reference: float | None = None) -> None:
         super().__init__()
-        self._first: float | None = None  # the run's first loss
+        self.reference = reference
+        self._first: float | None = reference  # the run's first loss
         self._epoch = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._first = None
+        self._first = self.reference
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
