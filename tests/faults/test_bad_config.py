@@ -19,6 +19,8 @@ from helpers import run_tfrexp
         ("paths.data_dir=/no/such/folder", "paths.data_dir='/no/such/folder': is not an existing directory"),
         ("paths.data_dir={file}", "is not an existing directory"),
         ("dataset.name=../../etc", "dataset.name='../../etc': must be a plain name"),
+        # A store in a folder that cannot be made was a 25-line FileExistsError traceback, after the run started.
+        ("tracking.uri=sqlite:///{file}/mlflow.db", "/mlflow.db': cannot be created: "),
     ],
 )
 def test_refused_before_any_work_and_nothing_created(tmp_path, override, message):
@@ -30,3 +32,13 @@ def test_refused_before_any_work_and_nothing_created(tmp_path, override, message
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not outputs.exists(), f"a refused run created {sorted(p.name for p in outputs.rglob('*'))}"
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path):
+    """It was Hydra's traceback (FileExistsError, NotADirectoryError) on making the run folder."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    result = run_tfrexp(f"paths.output_dir={a_file}/outputs")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tfrexp: error: paths.output_dir='{a_file}/outputs': cannot be created: {a_file} is not a directory")

@@ -42,6 +42,14 @@ def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_pat
     assert experiment.name == "unit" and experiment.artifact_location == (tmp_path / "artifacts").as_uri()
 
 
+def test_a_store_folder_that_cannot_be_made_is_one_line():
+    """A FileNotFoundError traceback. Whoever may write in /proc (root) gets past the config check, to here."""
+    from tfrexp.errors import TfrexpError
+
+    with pytest.raises(TfrexpError, match=r"^tracking.uri='sqlite:////proc/nope/mlflow.db': cannot (be )?create"):
+        tracking_store.connect(TrackingConfig(uri="sqlite:////proc/nope/mlflow.db"))
+
+
 @pytest.mark.parametrize(("raised", "status"), [(None, "FINISHED"), (ValueError("bad value"), "FAILED"),
                                                 (KeyboardInterrupt(), "KILLED")])
 def test_a_run_ends_finished_failed_or_killed(store, raised, status):

@@ -25,6 +25,15 @@ def require(condition: bool, key: str, value: Any, expectation: str) -> None:
         raise ConfigError(f"{key}={value!r}: {expectation}")
 
 
+def require_creatable(folder: Path, key: str, value: Any) -> None:
+    """The folder exists, or the closest of its parents that does is a folder this process may write in."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    require(existing.is_dir(), key, value, f"cannot be created: {existing} is not a directory")
+    require(os.access(existing, os.W_OK | os.X_OK), key, value, f"cannot be created: {existing} is not writable")
+
+
 class Toggle(str, enum.Enum):
     """Three-way switch for features whose best default depends on the hardware."""
 
@@ -229,6 +238,7 @@ class PathsConfig:
             require(Path(self.data_dir).is_dir(), "paths.data_dir", self.data_dir, "is not an existing directory")
         require(not Path(self.output_dir).exists() or Path(self.output_dir).is_dir(), "paths.output_dir",
                 self.output_dir, "exists and is not a directory")
+        require_creatable(Path(self.output_dir), "paths.output_dir", self.output_dir)
 
     @property
     def records_dir(self) -> Path:
@@ -259,3 +269,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        # Here, after paths: the default store lies in paths.output_dir, which names the problem first.
+        if self.tracking.uri.startswith("sqlite:///"):  # its folder is made when the run connects
+            require_creatable(Path(self.tracking.uri[len("sqlite:///"):]).parent, "tracking.uri", self.tracking.uri)

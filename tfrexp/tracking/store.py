@@ -36,7 +36,12 @@ def connect(tracking: TrackingConfig) -> str:
     server = parsed.scheme in {"http", "https"}
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrackingError(f"tracking.uri={uri!r}: cannot create the store's folder {folder} "
+                                f"({error.strerror or error})") from None
     elif server:
         _probe_server(uri)
         # MLflow's defaults retry a dead server for minutes per call; a user's own settings win.
