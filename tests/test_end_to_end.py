@@ -59,14 +59,14 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     batch = np.zeros((4, 28, 28, 1), dtype=np.uint8)
     assert np.asarray(model.predict(batch)).shape == (4, 10)
 
-    # Same records again (reused, the log says so), and an objective that is not a metric: the run fails.
-    second = run_tfrexp(*SLICE, f"paths.output_dir={outputs}", "trainer.objective=no_such_metric")
+    # Same records again (reused, the log says so), and a learning rate that diverges: the run fails.
+    second = run_tfrexp(*SLICE, f"paths.output_dir={outputs}", "trainer.learning_rate=1e12", "trainer.schedule=constant")
     assert second.returncode != 0
     assert "reusing records" in second.stdout + second.stderr and "(written)" not in second.stdout
-    assert "trainer.objective='no_such_metric'" in second.stderr and "Traceback" not in second.stderr
+    assert "tfrexp: error: training diverged" in second.stderr and "Traceback" not in second.stderr
     failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != run.info.run_id]
     assert [r.info.status for r in failed] == ["FAILED"]
-    assert "no_such_metric" in failed[0].data.tags["error"] and failed[0].data.tags["records.reused"] == "true"
+    assert "training diverged" in failed[0].data.tags["error"] and failed[0].data.tags["records.reused"] == "true"
 
 
 def test_catdog_trains_end_to_end_on_a_folder_with_corrupt_files(tmp_path):

@@ -19,6 +19,8 @@ from helpers import run_tfrexp
         ("paths.data_dir=/no/such/folder", "paths.data_dir='/no/such/folder': is not an existing directory"),
         ("paths.data_dir={file}", "is not an existing directory"),
         ("dataset.name=../../etc", "dataset.name='../../etc': must be a plain name"),
+        # It was found only once the run had trained and tested (and in every job of a sweep).
+        ("trainer.objective=val_acc", "trainer.objective='val_acc': must be one of val_accuracy, val_loss,"),
         # A store in a folder that cannot be made was a 25-line FileExistsError traceback, after the run started.
         ("tracking.uri=sqlite:///{file}/mlflow.db", "/mlflow.db': cannot be created: "),
     ],

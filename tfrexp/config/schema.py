@@ -34,6 +34,11 @@ def require_creatable(folder: Path, key: str, value: Any) -> None:
     require(os.access(existing, os.W_OK | os.X_OK), key, value, f"cannot be created: {existing} is not writable")
 
 
+# What a run reports, and so what trainer.objective can name: the loss and accuracy Keras reports for training
+# (and `val_` for the validation split) every epoch, and the test split's (tfrexp.training.fit).
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss", "test_accuracy", "test_loss")
+
+
 class Toggle(str, enum.Enum):
     """Three-way switch for features whose best default depends on the hardware."""
 
@@ -207,6 +212,8 @@ class TrainerConfig:
                     "must be distinct GPU ids")
             require(self.gpus_per_job <= len(gpus), "trainer.gpus_per_job", self.gpus_per_job,
                     f"more than the {len(gpus)} GPUs of trainer.sweep_gpus")
+        require(self.objective in OBJECTIVES, "trainer.objective", self.objective,
+                f"must be one of {', '.join(OBJECTIVES)}")
         require(self.objective_direction in {"max", "min"}, "trainer.objective_direction",
                 self.objective_direction, "must be max|min")
         require(self.verbose in {0, 1, 2}, "trainer.verbose", self.verbose, "must be 0, 1 or 2")
