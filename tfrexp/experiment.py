@@ -157,11 +157,23 @@ def model_builder(model_settings: Any) -> Callable[..., keras.Model]:
     except InstantiationException as error:
         first_line = str(error).strip().splitlines()[0]
         raise ConfigError(f"model._target_={model_settings['_target_']!r}: {first_line}") from None
+    target = model_settings["_target_"]
     try:  # the arguments, checked now rather than when the model is built
         inspect.signature(build.func).bind(input_shape=[1, 1, 1], num_classes=2, **build.keywords)
     except TypeError as error:
-        raise ConfigError(f"model ({model_settings['_target_']}): {error}") from None
-    return build
+        raise ConfigError(f"model ({target}): {error}") from None
+
+    def build_checked(**shape: Any) -> keras.Model:
+        try:
+            return build(**shape)
+        except ConfigError:
+            raise  # the builder's own, naming its key
+        except (ValueError, TypeError) as error:  # a value Keras refuses (a dropout rate of 1.5, say)
+            arguments = ", ".join(f"model.{key}={value!r}" for key, value in build.keywords.items())
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"model ({target}; {arguments or 'its defaults'}): {first_line}") from None
+
+    return build_checked
 
 
 def _objective(name: str, history: dict[str, list[float]], test_metrics: dict[str, float]) -> float:

@@ -102,7 +102,8 @@ def test_optuna_search_goes_on_past_failed_trials(tmp_path):
     finished = [run for run in children if run.info.status == "FINISHED"]
     best = max(finished, key=lambda run: run.data.metrics["val_accuracy"])
     assert parent.data.tags["best_run_id"] == best.info.run_id and parent.data.metrics["sweep.finished"] == len(finished)
-    assert "rate=1.5" in next(run for run in children if run.info.status == "FAILED").data.tags["error"]
+    assert "model.dropout=1.5: must be in [0, 0.5)" in next(
+        run for run in children if run.info.status == "FAILED").data.tags["error"]
     # The search sums itself up like a grid sweep: one row per trial, the failed ones included.
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     summary = client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))

@@ -186,6 +186,12 @@ def test_impossible_model_arguments_are_config_errors():
             input_shape=[32, 32, 3], num_classes=3)
     with pytest.raises(ConfigError, match=r"model.kernel_sizes=\[5\]: needs one size per block"):
         model_builder({**CNN, "kernel_sizes": [5], "filters": [4, 8]})(input_shape=[8, 8, 1], num_classes=2)
+    # Keras' own refusals were a 30-line traceback; the cnn's 0.5 was refused for a rate of 1.0 it never named.
+    with pytest.raises(ConfigError, match=r"^model.dropout=0.5: must be in \[0, 0.5\) \(the dense layer drops twice"):
+        model_builder({**CNN, "dropout": 0.5})(input_shape=[8, 8, 1], num_classes=2)
+    with pytest.raises(ConfigError, match=r"^model \(tfrexp.models.mlp.build_mlp; model.dropout=1.5\): .*rate"):
+        model_builder({"_target_": "tfrexp.models.mlp.build_mlp", "dropout": 1.5})(input_shape=[8, 8, 1],
+                                                                                   num_classes=2)
 
 
 class _Clock:

@@ -31,6 +31,8 @@ def build_cnn(
     pool_before_norm pools a block's last convolution before its batch norm and ReLU, which then work on a
     quarter of the values: on a CPU, batch norm at full resolution took about 40% of the default net's
     training step (docs/benchmarks.md)."""
+    if not 0 <= dropout < 0.5:
+        raise ConfigError(f"model.dropout={dropout!r}: must be in [0, 0.5) (the dense layer drops twice as much)")
     sizes = list(kernel_sizes) if kernel_sizes is not None else [3] * len(filters)
     if len(sizes) != len(filters):
         raise ConfigError(f"model.kernel_sizes={sizes}: needs one size per block of model.filters={list(filters)}")
