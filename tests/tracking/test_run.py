@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -204,9 +205,13 @@ def test_an_experiment_created_by_another_process_meanwhile_is_used(tmp_path, mo
     assert experiment_id == MlflowClient(uri).get_experiment_by_name("raced").experiment_id
 
 
-def test_where_to_look_names_the_ui_command():
+def test_where_to_look_names_the_ui_command(tmp_path, monkeypatch):
     assert tracking_store.where_to_look("http://h:5000", "1", "r").startswith("http://h:5000/#/experiments/1/runs/r")
+    monkeypatch.chdir(Path(tracking_store.__file__).parents[2])  # the checkout, whose Makefile has `ui`
     assert "make ui" in tracking_store.where_to_look(tracking_store.DEFAULT_STORE, "1", "r")
+    monkeypatch.chdir(tmp_path)  # a project of the user's: no such target there (it was `make ui` too)
+    assert "`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`" in tracking_store.where_to_look(
+        tracking_store.DEFAULT_STORE, "1", "r")
     assert "mlflow ui --backend-store-uri sqlite:///x.db" in tracking_store.where_to_look("sqlite:///x.db", "1", "r")
 
 

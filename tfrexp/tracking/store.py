@@ -90,7 +90,10 @@ def where_to_look(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     if tracking_uri.startswith("http"):
         return f"{tracking_uri.rstrip('/')}/{page}"
-    command = "make ui" if tracking_uri == DEFAULT_STORE else f"mlflow ui --backend-store-uri {tracking_uri}"
+    in_checkout = Path.cwd() == Path(__file__).resolve().parents[2] and Path("Makefile").is_file()
+    # `make ui` is the checkout's Makefile target: from any other folder (a user's project) it does not exist.
+    command = ("make ui" if tracking_uri == DEFAULT_STORE and in_checkout
+               else f"mlflow ui --backend-store-uri {tracking_uri}")
     return f"`{command}`, then http://127.0.0.1:5000/{page}"
 
 
