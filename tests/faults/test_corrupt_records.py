@@ -27,6 +27,18 @@ def _records_tool(*arguments):
     return subprocess.run([sys.executable, "-m", "tfrexp.records.verify", *arguments], capture_output=True, text=True)
 
 
+def _records_before(path, offset):
+    """Whole records of a shard that end before `offset`, from TFRecord's framing: length (8 bytes), its CRC
+    (4), the data, its CRC (4)."""
+    data, start, count = path.read_bytes(), 0, 0
+    while start + 8 <= len(data):
+        end = start + 16 + int.from_bytes(data[start:start + 8], "little")
+        if end > offset:
+            break
+        start, count = end, count + 1
+    return count
+
+
 def _flip(path, offset):
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
@@ -37,17 +49,33 @@ def _flip(path, offset):
 def test_verify_names_the_bad_shard(version, damage):
     good = _records_tool("verify", str(version.directory))
     assert good.returncode == 0 and "all shards ok" in good.stdout
+    # Only its own lines: TensorFlow's start-up notices (oneDNN, `failed call to cuInit`) were printed.
+    assert not [line for line in good.stderr.splitlines() if line.startswith(("I0000", "E0000", "W0000"))]
     shard = version.directory / version.manifest.splits["train"].shards[1].file
+    middle = shard.stat().st_size // 2
     if damage == "flip":
-        _flip(shard, shard.stat().st_size // 2)
+        _flip(shard, middle)
     else:
-        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+        shard.write_bytes(shard.read_bytes()[:middle])
     bad = _records_tool("verify", str(version.directory))
     assert bad.returncode == 1
     [bad_line] = [line for line in bad.stdout.splitlines() if line.startswith("BAD")]
     assert shard.name in bad_line and "1 bad shard(s)" in bad.stdout
+    # The records before the damage, counted one by one: it said 0, counting in batches of 512. (TensorFlow
+    # reads a shard cut short as one that ends early.)
+    before = _records_before(shard, middle)
+    assert (f": unreadable after {before} records (" if damage == "flip" else f": {before} records, the manifest says "
+            ) in bad_line, bad_line
     assert sum(line.startswith("ok ") for line in bad.stdout.splitlines()) == sum(
         len(info.shards) for info in version.manifest.splits.values()) - 1
+
+
+def test_a_folder_that_is_not_there_is_one_line_at_once(tmp_path):
+    """It took TensorFlow's import, then blamed an unreadable manifest and suggested a rebuild."""
+    for command in (["verify", str(tmp_path), str(tmp_path / "nope")], ["inspect", str(tmp_path / "nope")]):
+        told = _records_tool(*command)
+        assert told.returncode == 2 and told.stderr == f"tfrexp-records: error: no such folder: {tmp_path / 'nope'}\n"
+        assert "tensorflow" not in told.stdout
 
 
 def test_inspect_shows_counts_schema_and_examples(version):

@@ -1,5 +1,9 @@
 """Check a record version against its manifest (`tfrexp-records verify`) and show what it holds
-(`tfrexp-records inspect`)."""
+(`tfrexp-records inspect`).
+
+TensorFlow is imported only where records are read: the command checks its folders first, then imports it as a
+run does (tfrexp.training.backend: its C++ start-up lines held back).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tfrexp.errors import RecordsError, exit_with_error
-from tfrexp.records import reader
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 
@@ -47,6 +49,10 @@ def bad_shards_message(directory: Path, splits: list[str] | None = None) -> str 
 
 
 def _check_shard(path: Path, split: str, expected: int, manifest: Manifest) -> ShardCheck:
+    import tensorflow as tf
+
+    from tfrexp.records import reader
+
     if not path.is_file():
         return ShardCheck(split, path.name, expected, 0, "missing")
     dataset = reader.batch_and_parse(reader.open_shard(str(path), manifest.compression), manifest.image_encoding,
@@ -57,13 +63,31 @@ def _check_shard(path: Path, split: str, expected: int, manifest: Manifest) -> S
             found += int(labels.shape[0])
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
         reason = error.message.split(" [Op:")[0].split("}}")[-1].strip()
+        found = _readable_records(path, manifest)  # the batches above count in 512s
         return ShardCheck(split, path.name, expected, found, f"unreadable after {found} records ({reason})")
     if found != expected:
         return ShardCheck(split, path.name, expected, found, f"{found} records, the manifest says {expected}")
     return ShardCheck(split, path.name, expected, found, None)
 
 
+def _readable_records(path: Path, manifest: Manifest) -> int:
+    """How many records of a bad shard read (CRC right) before the first that does not, one at a time."""
+    import tensorflow as tf
+
+    from tfrexp.records import reader
+
+    count = 0
+    try:
+        for _ in reader.open_shard(str(path), manifest.compression):
+            count += 1
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
+        pass
+    return count
+
+
 def _inspect(directory: Path, examples: int) -> None:
+    from tfrexp.records import reader
+
     manifest = read_manifest(directory)
     print(f"{directory}\n  dataset {manifest.dataset}, fingerprint {manifest.fingerprint}, "
           f"written {manifest.created_at} by tfrexp {manifest.tool_version}")
@@ -96,6 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     inspect.add_argument("version", type=Path)
     inspect.add_argument("--examples", type=int, default=3)
     args = parser.parse_args(argv)
+    folders = [args.version] if args.command == "inspect" else args.versions
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:  # before TensorFlow's import: a mistyped path is told at once
+        exit_with_error(f"no such folder: {', '.join(missing)}", "tfrexp-records")
+    from tfrexp.config.schema import TrainerConfig
+    from tfrexp.training.backend import prepare_backend
+
+    prepare_backend(TrainerConfig())  # TensorFlow imported with its C++ start-up lines held back, as a run does
     try:
         if args.command == "inspect":
             _inspect(args.version, args.examples)
