@@ -17,6 +17,17 @@ from tfrexp.training.devices import visible_devices
 log = logging.getLogger(__name__)
 
 
+def _not_a_retracing_notice(record: logging.LogRecord) -> bool:
+    """TensorFlow counts the traces of every tf.function made from the same Python code together, and warns of
+    "tf.function retracing" (as if one function were traced over and over in a loop) when they are frequent.
+    The jobs of a sweep in one process each build a model and trace its Keras steps once: on a small data slice
+    that reads as frequent from the third job on. It is the expected cost of a new model, not a fault."""
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_not_a_retracing_notice)
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     device: str  # e.g. "GPU:0 (NVIDIA H100 80GB HBM3)", "2 x GPU (NVIDIA H100 80GB HBM3)" or "CPU"
