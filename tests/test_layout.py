@@ -140,3 +140,14 @@ def test_imports_follow_the_data_flow():
         "tracking logs, it runs nothing"
     assert not graph["tfrexp.stop_signals"] and not graph["tfrexp.errors"], "leaves"
     assert "tfrexp.experiment" not in graph["tfrexp.bench"], "the bench calls the API, it does not rebuild runs"
+
+
+def test_make_help_lists_every_target_with_its_ports_filled_in():
+    """It printed `127.0.0.1:$(PORT)` and `$(SERVER_PORT)` as they stand in the Makefile."""
+    import subprocess
+
+    shown = subprocess.run(["make", "--no-print-directory", "help", "PORT=5050"], cwd=PACKAGE.parent,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "$(" not in shown.stdout and "http://127.0.0.1:5050" in shown.stdout and "127.0.0.1:5001" in shown.stdout
+    assert {line.split()[1] for line in shown.stdout.splitlines()} >= {"train", "test", "sweep", "ui", "server", "bench"}
