@@ -24,7 +24,7 @@ def version(tmp_path, data_dir):
 
 
 def _records_tool(*arguments):
-    return subprocess.run([sys.executable, "-m", "tfrexp.records.verify", *arguments], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "tfrexp.records_cli", *arguments], capture_output=True, text=True)
 
 
 def _records_before(path, offset):

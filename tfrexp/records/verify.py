@@ -1,20 +1,17 @@
-"""Check a record version against its manifest (`tfrexp-records verify`) and show what it holds
-(`tfrexp-records inspect`).
+"""Check a record version against its manifest, and show what it holds: the work of `tfrexp-records verify`
+and `inspect` (tfrexp/records_cli.py), and of a run that meets a bad shard.
 
-TensorFlow is imported only where records are read: the command checks its folders first, then imports it as a
-run does (tfrexp.training.backend: its C++ start-up lines held back).
+TensorFlow is imported where records are read, not with the module: the command imports it only once its
+folders are known to exist, as a run does (its C++ start-up lines held back).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tfrexp.errors import RecordsError, exit_with_error
 from tfrexp.records.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 
@@ -85,7 +82,8 @@ def _readable_records(path: Path, manifest: Manifest) -> int:
     return count
 
 
-def _inspect(directory: Path, examples: int) -> None:
+def inspect(directory: Path, examples: int) -> None:
+    """Print the version's counts, sizes and schema, and a few decoded examples of its first split."""
     from tfrexp.records import reader
 
     manifest = read_manifest(directory)
@@ -109,43 +107,3 @@ def _inspect(directory: Path, examples: int) -> None:
             name = manifest.class_names[label]
             print(f"  {split} example: label {label} ({name}), {list(image.shape)} uint8, "
                   f"pixels min {image.min()} mean {np.mean(image):.1f} max {image.max()}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tfrexp-records", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="check every record's CRC and the counts; non-zero exit if bad")
-    verify.add_argument("versions", nargs="+", type=Path, help="record version folders (holding manifest.json)")
-    inspect = commands.add_parser("inspect", help="counts, sizes, schema and a few decoded examples")
-    inspect.add_argument("version", type=Path)
-    inspect.add_argument("--examples", type=int, default=3)
-    args = parser.parse_args(argv)
-    folders = [args.version] if args.command == "inspect" else args.versions
-    missing = [str(folder) for folder in folders if not folder.is_dir()]
-    if missing:  # before TensorFlow's import: a mistyped path is told at once
-        exit_with_error(f"no such folder: {', '.join(missing)}", "tfrexp-records")
-    from tfrexp.config.schema import TrainerConfig
-    from tfrexp.training.backend import prepare_backend
-
-    prepare_backend(TrainerConfig())  # TensorFlow imported with its C++ start-up lines held back, as a run does
-    try:
-        if args.command == "inspect":
-            _inspect(args.version, args.examples)
-            return
-        bad = 0
-        for version in args.versions:
-            for check in verify_version(version):
-                status = "ok " if check.problem is None else "BAD"
-                detail = f"{check.found} records" if check.problem is None else check.problem
-                print(f"{status} {version / check.file}: {detail}")
-                bad += check.problem is not None
-        print(f"{'all shards ok' if not bad else f'{bad} bad shard(s)'}")
-        if bad:
-            print("rebuild with: tfrexp ... writer.force=true", file=sys.stderr)
-            sys.exit(1)
-    except RecordsError as error:
-        exit_with_error(error, "tfrexp-records")
-
-
-if __name__ == "__main__":
-    main()
