@@ -18,7 +18,7 @@ import tensorflow as tf
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from tfrexp.config.schema import Config
+from tfrexp.config.schema import OBJECTIVES, Config, objective_split
 from tfrexp.errors import ConfigError, DataError, RecordsError
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
 from tfrexp.records.examples import ExampleSource
@@ -76,6 +76,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         if "train" not in manifest.splits:
             raise DataError(f"dataset {manifest.dataset}: no 'train' split to train on (it has "
                             f"{sorted(manifest.splits)}); check dataset.source")
+        _check_objective(settings.trainer.objective, manifest.splits)
         device = fit.configure_device(settings.trainer.mixed_precision, settings.trainer.jit_compile,
                                       settings.trainer.distribution)
         tracked.log_params({f"runtime.{key}": value for key, value in device.as_params().items()})
@@ -174,6 +175,15 @@ def model_builder(model_settings: Any) -> Callable[..., keras.Model]:
             raise ConfigError(f"model ({target}; {arguments or 'its defaults'}): {first_line}") from None
 
     return build_checked
+
+
+def _check_objective(objective: str, splits: dict) -> None:
+    """Before training: the objective's split exists (with dataset.validation_fraction=0 and no validation
+    split of its own, the default val_accuracy was found missing only once the run had trained and tested)."""
+    if objective_split(objective) not in splits:
+        possible = [name for name in OBJECTIVES if objective_split(name) in splits]
+        raise ConfigError(f"trainer.objective={objective!r}: the records have no {objective_split(objective)} split "
+                          f"(they have {', '.join(splits)}); choose one of {', '.join(possible)}")
 
 
 def _objective(name: str, history: dict[str, list[float]], test_metrics: dict[str, float]) -> float:

@@ -272,6 +272,22 @@ def test_unsent_metrics_are_kept_when_a_run_fails_and_a_resumed_run_sends_them(t
     assert not unsent_file.exists(), "sent, so no longer kept"
 
 
+def test_an_objective_on_a_split_the_records_lack_stops_the_run_before_training(tmp_path, data_dir):
+    """With dataset.validation_fraction=0, the default objective val_accuracy failed the run after training."""
+    from tfrexp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        tfrexp.run([*TINY, "dataset.validation_fraction=0", f"paths.output_dir={tmp_path}",
+                    f"paths.data_dir={data_dir}"])
+    assert str(refused.value) == ("trainer.objective='val_accuracy': the records have no validation split (they have "
+                                  "train, test); choose one of accuracy, loss, test_accuracy, test_loss")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    assert run.info.status == "FAILED" and client.get_metric_history(run.info.run_id, "loss") == [], "not trained"
+    assert tfrexp.run([*TINY, "dataset.validation_fraction=0", "trainer.objective=test_accuracy",
+                       f"paths.output_dir={tmp_path}", f"paths.data_dir={data_dir}"]).objective > 0
+
+
 def test_a_run_that_diverged_fails_again_when_resumed(tmp_path, data_dir, monkeypatch):
     """Resumed from the epoch before its loss exploded, the first batch (the explosion again) was taken as the
     run's start and never checked: the run ended FINISHED with a test loss of 120."""

@@ -39,6 +39,11 @@ def require_creatable(folder: Path, key: str, value: Any) -> None:
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss", "test_accuracy", "test_loss")
 
 
+def objective_split(objective: str) -> str:
+    """The split an objective is measured on: the records must have it."""
+    return "validation" if objective.startswith("val_") else "test" if objective.startswith("test_") else "train"
+
+
 class Toggle(str, enum.Enum):
     """Three-way switch for features whose best default depends on the hardware."""
 
