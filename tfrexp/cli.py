@@ -20,7 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tfrexp import config, run_context, stop_signals
-from tfrexp.errors import TfrexpError, exit_with_error
+from tfrexp.errors import ConfigError, TfrexpError, exit_with_error
+from tfrexp.tracking.names import sweep_overrides
 from tfrexp.tracking.sweep import record_refused_job
 from tfrexp.training.backend import prepare_backend
 
@@ -83,6 +84,25 @@ class ConfigCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         self._check(config)
+        self._check_swept_keys(config)
+
+    @staticmethod
+    def _check_swept_keys(composed: DictConfig) -> None:
+        """A swept key the config lacks (`trainer.epoch=1,2`) failed every job in Hydra's composition, after the
+        sweep's MLflow parent run had been made; the sweep's own config has the swept keys at their defaults."""
+        groups = set(composed.hydra.runtime.choices)
+        for override in sweep_overrides(list(composed.hydra.overrides.task)):
+            key = override.key_or_group
+            if override.is_add() or override.is_force_add() or key in groups or "/" in key:
+                continue
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(composed, parent_key) if parent_key else composed
+            if not (isinstance(parent, DictConfig) and leaf in parent):
+                message = (f"{key}: no such key in the config (swept by {override.input_line}); to add it, "
+                           f"+{override.input_line}")
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise ConfigError(message)
+                exit_with_error(message)
 
     @staticmethod
     def _check(composed: DictConfig) -> None:

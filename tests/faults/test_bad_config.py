@@ -44,3 +44,14 @@ def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"tfrexp: error: paths.output_dir='{a_file}/outputs': cannot be created: {a_file} is not a directory")
+
+
+def test_a_sweep_of_a_key_the_config_lacks_is_refused_before_its_parent_run(tmp_path):
+    """Each job failed in Hydra's composition, after the sweep's MLflow parent run had been made (FAILED)."""
+    outputs = tmp_path / "outputs"
+    result = run_tfrexp("-m", "trainer.epoch=1,2", "model=cnn_small,mlp", f"paths.output_dir={outputs}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tfrexp: error: trainer.epoch: no such key in the config (swept by trainer.epoch=1,2); to add it, "
+        "+trainer.epoch=1,2")
+    assert not outputs.exists(), f"a refused sweep created {sorted(p.name for p in outputs.rglob('*'))}"
