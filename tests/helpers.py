@@ -107,10 +107,12 @@ def stop_mlflow_server(server: subprocess.Popen, kill: bool = False) -> None:
     server.wait(timeout=30)
 
 
-def ray_head(cwd: Path, num_cpus: int = 2, num_gpus: int | None = None):
+def ray_head(cwd: Path, num_cpus: int = 2, num_gpus: int | None = None, without: tuple[str, ...] = ()):
     """A real Ray head on 127.0.0.1 as the bench starts it (tfrexp.bench.local_ray), its jobs in a user's
-    environment; `num_gpus` declares GPUs the machine need not have."""
-    return local_ray.ray_head(cwd, num_cpus, base_env=user_environment(), num_gpus=num_gpus)
+    environment less the variables `without` (a head started elsewhere has not the user's); `num_gpus` declares
+    GPUs the machine need not have."""
+    env = {key: value for key, value in user_environment().items() if key not in without}
+    return local_ray.ray_head(cwd, num_cpus, base_env=env, num_gpus=num_gpus)
 
 
 def listening_addresses(session: int) -> list[str]:

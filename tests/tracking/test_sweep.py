@@ -205,3 +205,19 @@ def test_a_parent_is_named_by_the_models_and_datasets_it_sweeps(tmp_path):
     parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(sweep["parent_run_id"])
     assert parent.info.run_name == f"sweep-mnist-cnn_small,cnn-{sweep['sweep_id']}"
     SweepCallback().on_multirun_end(cfg)
+
+
+def test_a_sweep_pins_its_paths_for_jobs_that_run_elsewhere_even_when_absolute(tmp_path, monkeypatch):
+    """Absolute TFREXP_OUTPUT_DIR / TFREXP_DATA_DIR were left for each job to look up again: a Ray job (the head's
+    environment) wrote into the head's folder, away from its parent, or found no data."""
+    from tfrexp.tracking.sweep import with_absolute_paths
+
+    monkeypatch.setenv("TFREXP_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("TFREXP_DATA_DIR", str(tmp_path))
+    cfg = run_context.compose("hydra.mode=MULTIRUN", return_hydra_config=True)
+    pinned = with_absolute_paths(cfg, ["trainer.seed=1,2"])
+    assert pinned[:1] == ["trainer.seed=1,2"]
+    assert f"paths.output_dir={tmp_path / 'out'}" in pinned and f"paths.data_dir={tmp_path}" in pinned
+    [sweep_dir] = [argument for argument in pinned if argument.startswith("hydra.sweep.dir=")]
+    assert sweep_dir == f"hydra.sweep.dir={cfg.hydra.sweep.dir}" and sweep_dir.startswith(
+        f"hydra.sweep.dir={tmp_path / 'out'}/multiruns/")

@@ -5,6 +5,7 @@ jobs; and an Optuna search whose trials, run as Ray tasks, report to the project
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
     head.mkdir()
     project.mkdir()
     outputs = project / "outputs"  # the default paths.output_dir, relative to where the user starts tfrexp
-    with ray_head(head) as (address, env, session):
+    # The head was started in a shell without the user's TFREXP_DATA_DIR (an absolute path here): the jobs'
+    # data folder is the one the user's command resolved, not the head's (they found no data before).
+    with ray_head(head, without=("TFREXP_DATA_DIR",)) as (address, head_env, session):
+        env = {**head_env, "TFREXP_DATA_DIR": os.environ["TFREXP_DATA_DIR"]}
         result = run_tfrexp("-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}",
                             "trainer.learning_rate=0.001,0.003", "pipeline.batch_size=64,128", *TINY, env=env,
                             cwd=project)

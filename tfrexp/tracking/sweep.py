@@ -120,15 +120,17 @@ def parent_closed_on_failure(config: DictConfig) -> Iterator[None]:
 
 
 def with_absolute_paths(config: DictConfig, arguments: list[str]) -> list[str]:
-    """The sweep's overrides, with every path (paths.output_dir, paths.data_dir, hydra.sweep.dir) and a SQLite
-    tracking.uri that is relative made absolute here, in the driver: a launcher's jobs may run in another folder
-    (a Ray worker starts in its head's), where a relative path names another store and another sweep folder."""
+    """The sweep's overrides, with every path (paths.output_dir, paths.data_dir, hydra.sweep.dir) pinned to its
+    absolute value here, in the driver, and a SQLite tracking.uri that is relative made absolute: a launcher's
+    jobs may run in another folder and environment (a Ray worker starts in its head's), where a relative path
+    names another store and sweep folder, TFREXP_OUTPUT_DIR and TFREXP_DATA_DIR are the head's (or unset), and
+    the sweep folder's `${now:...}` is another time."""
     swept = {override.key_or_group for override in sweep_overrides(arguments)}
     absolute = {}
     for key in ("paths.output_dir", "paths.data_dir", "hydra.sweep.dir"):
         value = OmegaConf.select(config, key)
-        if value is not None and not Path(value).is_absolute() and key not in swept:
-            absolute[key] = str(Path(value).resolve())
+        if value is not None and key not in swept:
+            absolute[key] = value if Path(value).is_absolute() else str(Path(value).resolve())
     uri = absolute_store_uri(str(config.tracking.uri))
     # The default, sqlite:///${paths.output_dir}/mlflow.db, follows paths.output_dir; a URI given as is may not.
     if uri != config.tracking.uri and "tracking.uri" not in swept and not OmegaConf.is_interpolation(config.tracking,
