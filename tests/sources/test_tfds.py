@@ -34,3 +34,16 @@ def test_a_dataset_without_a_train_split_is_a_data_error(tmp_path, data_dir):
     with tfds.testing.mock_data(num_examples=8), pytest.raises(DataError, match="no 'train' split"):
         tfrexp.run(["dataset=mnist_tfds", "~dataset.source.splits.train", "trainer.verbose=0",
                     "tracking.log_model=false", f"paths.output_dir={tmp_path}"])
+
+
+def test_a_name_tensorflow_datasets_lacks_is_one_line(make_settings):
+    """TFDS's error lists every data set it has: the message was 459 lines."""
+    import pytest
+
+    from tfrexp.errors import DataError
+
+    source = sources.build(make_settings("dataset=mnist_tfds", "dataset.source.name=my_set").dataset)
+    with pytest.raises(DataError) as refused:
+        source.content_identity()
+    assert str(refused.value) == ("dataset.source.name='my_set': not a TensorFlow Datasets name (Dataset my_set not "
+                                  "found; `tfds.list_builders()` lists them)")

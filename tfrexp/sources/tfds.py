@@ -37,8 +37,10 @@ class Source(ArraySource):
         try:
             return tfds.builder(self.settings.name, data_dir=self.settings.data_dir)
         except tfds.core.registered.DatasetNotFoundError as error:
+            # TFDS's message goes on to list every data set it has (hundreds of lines): its first line only.
+            first_line = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
             raise DataError(f"dataset.source.name={self.settings.name!r}: not a TensorFlow Datasets name "
-                            f"({error})") from None
+                            f"({first_line}; `tfds.list_builders()` lists them)") from None
 
     def content_identity(self) -> dict:
         """TFDS versions name their content: builder name, config and full version, and where it lives."""
