@@ -26,6 +26,12 @@ class TrainingDiverged(TfrexpError):
     """The loss became NaN or infinite."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (a library's may go on for pages), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def exit_with_error(message: object, command: str = "tfrexp") -> NoReturn:
     """End a command with its error as one line on stderr (no traceback) and exit status 2."""
     print(f"{command}: error: {message}", file=sys.stderr)

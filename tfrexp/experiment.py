@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from tfrexp.config.schema import OBJECTIVES, Config, objective_split
-from tfrexp.errors import ConfigError, DataError, RecordsError
+from tfrexp.errors import ConfigError, DataError, RecordsError, first_line
 from tfrexp.pipeline import ReadyTimes, build_dataset, fit_plan
 from tfrexp.records.examples import ExampleSource
 from tfrexp.records.verify import bad_shards_message
@@ -156,8 +156,7 @@ def model_builder(model_settings: Any) -> Callable[..., keras.Model]:
     try:
         build = instantiate(model_settings, _partial_=True)
     except InstantiationException as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise ConfigError(f"model._target_={model_settings['_target_']!r}: {first_line}") from None
+        raise ConfigError(f"model._target_={model_settings['_target_']!r}: {first_line(error)}") from None
     target = model_settings["_target_"]
     try:  # the arguments, checked now rather than when the model is built
         inspect.signature(build.func).bind(input_shape=[1, 1, 1], num_classes=2, **build.keywords)
@@ -171,8 +170,7 @@ def model_builder(model_settings: Any) -> Callable[..., keras.Model]:
             raise  # the builder's own, naming its key
         except (ValueError, TypeError) as error:  # a value Keras refuses (a dropout rate of 1.5, say)
             arguments = ", ".join(f"model.{key}={value!r}" for key, value in build.keywords.items())
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"model ({target}; {arguments or 'its defaults'}): {first_line}") from None
+            raise ConfigError(f"model ({target}; {arguments or 'its defaults'}): {first_line(error)}") from None
 
     return build_checked
 

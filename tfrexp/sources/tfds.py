@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import numpy as np
 from omegaconf import MISSING
 
-from tfrexp.errors import DataError
+from tfrexp.errors import DataError, first_line
 from tfrexp.sources.base import ArraySource, Splits
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,8 @@ class Source(ArraySource):
             return tfds.builder(self.settings.name, data_dir=self.settings.data_dir)
         except tfds.core.registered.DatasetNotFoundError as error:
             # TFDS's message goes on to list every data set it has (hundreds of lines): its first line only.
-            first_line = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
             raise DataError(f"dataset.source.name={self.settings.name!r}: not a TensorFlow Datasets name "
-                            f"({first_line}; `tfds.list_builders()` lists them)") from None
+                            f"({first_line(error).rstrip('.')}; `tfds.list_builders()` lists them)") from None
 
     def content_identity(self) -> dict:
         """TFDS versions name their content: builder name, config and full version, and where it lives."""

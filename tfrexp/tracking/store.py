@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from tfrexp.config.schema import TrackingConfig
-from tfrexp.errors import TfrexpError
+from tfrexp.errors import TfrexpError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def connect(tracking: TrackingConfig) -> str:
                 return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
             raise
     except (MlflowException, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line})") from None
+        raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line(error)})") from None
 
 
 def _probe_server(uri: str, timeout_s: float = 5.0) -> None:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfrexp import stop_signals
 from tfrexp.config.schema import TrackingConfig
-from tfrexp.errors import exit_with_error
+from tfrexp.errors import exit_with_error, first_line
 from tfrexp.tracking.names import (
     SWEEP_FILE,
     git_state,
@@ -48,7 +48,7 @@ class SweepCallback(Callback):
         try:
             self._open_parent(config)
         except Exception as error:  # noqa: BLE001 -- every cause ends the sweep the same way
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             exit_with_error(f"the sweep cannot start: {reason}")
 
     def _open_parent(self, config: DictConfig) -> None:
