@@ -135,6 +135,7 @@ def _download(url: str, target: Path, expected_sha256: str | None, archive_sha25
     import keras  # heavy: only when a file must be downloaded
 
     staging = target.parent / f".download-{target.name}-{os.getpid()}"
+    made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)  # Keras falls back to ~/.keras for a folder it cannot write
     log.info("downloading %s -> %s", url, target)
     try:
@@ -151,6 +152,11 @@ def _download(url: str, target: Path, expected_sha256: str | None, archive_sha25
         os.replace(fetched, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not target.exists():  # nor the folders made for it (outputs/data/<name>/), while they are empty
+            for folder in made:
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
     return target
 
 
