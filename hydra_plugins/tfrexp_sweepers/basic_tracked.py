@@ -9,10 +9,12 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+from tfrexp.ray_head import require_launcher_cluster
 from tfrexp.tracking.sweep import parent_closed_on_failure, with_absolute_paths
 
 
 class TrackedBasicSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         with parent_closed_on_failure(self.config):
+            require_launcher_cluster(self.config)
             return super().sweep(with_absolute_paths(self.config, arguments))

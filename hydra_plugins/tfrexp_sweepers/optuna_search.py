@@ -22,6 +22,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tfrexp.ray_head import require_launcher_cluster
 from tfrexp.search.space import SearchSpace, search_space
 from tfrexp.search.study import (PRUNED_AT_ATTR, PRUNER_ATTR, end_stopped_trials, finished_trials, hold_conditions,
                                  open_study)
@@ -48,6 +49,7 @@ class OptunaSearchSweeper(Sweeper):
         # Whatever stops the search (every trial failed, a launcher that cannot start, Ctrl-C, SIGTERM), the
         # sweep's MLflow parent run ends. Trials get absolute paths, wherever a launcher runs them.
         with parent_closed_on_failure(self.config):
+            require_launcher_cluster(self.config)
             return self._search(search_space(self.params, with_absolute_paths(self.config, arguments)))
 
     def _search(self, space: SearchSpace) -> list:

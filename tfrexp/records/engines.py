@@ -19,6 +19,7 @@ from typing import Callable
 
 from tfrexp.config.schema import WriterConfig, WriterEngine
 from tfrexp.errors import DataError
+from tfrexp.ray_head import require_listening
 from tfrexp.records.shards import ShardResult, ShardTask, ShardTaskFailed, run_shard_task, write_shard
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def _on_ray(tasks: list[ShardTask], directory: Path, address: str, progress: Pro
     connected_here = not ray.is_initialized()
     if connected_here:
         try:
+            require_listening(address)  # at once: Ray's own client retries a dead address for minutes
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=False)
         except ConnectionError as error:

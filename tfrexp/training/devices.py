@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from tfrexp.config.schema import TrainerConfig
 from tfrexp.errors import TfrexpError
+from tfrexp.ray_head import require_listening
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +126,18 @@ def ray_gpus_if_any(count: Any, init: Any = None) -> Any:
     when the Ray cluster has GPUs, else 0 (a task that asks a cluster without GPUs for one waits for ever).
     Hydra resolves the launcher's options when it creates the launcher, before the launcher connects, so this
     connects first, with the launcher's own `init` options (the launcher then finds Ray connected and goes
-    on). If that fails: 0, and the launcher's own attempt says why."""
+    on). If that fails: 0, and the sweeper (nothing at the address: tfrexp.ray_head) or the launcher's own attempt
+    says why."""
     import ray  # only the Ray launcher's config calls this
 
     if not ray.is_initialized():
         if init is None:
             return 0
         try:
-            ray.init(**OmegaConf.to_container(init, resolve=True))
-        except Exception:  # noqa: BLE001 - reported by the launcher, which tries again
+            options = OmegaConf.to_container(init, resolve=True)
+            require_listening(options.get("address"))  # a dead head address: at once, not after Ray's minutes
+            ray.init(**options)
+        except Exception:  # noqa: BLE001 - reported by the sweeper (tfrexp.ray_head) or the launcher
             return 0
     return count if ray.cluster_resources().get("GPU", 0) > 0 else 0
 

@@ -1,0 +1,40 @@
+"""Is a Ray cluster listening at the address a user named? Asked once, quickly, before Ray's own client, which
+retries an address where nothing listens for minutes before it gives up (a sweep on `hydra/launcher=ray_cluster`
+with a dead head address waited over 5 minutes, 2026-12-05). A leaf: the records' Ray engine and the sweepers
+both ask it."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Ray's own lookups of a cluster on this machine (RAY_ADDRESS unset, `ray start` files, running processes),
+# which fail at once when there is none: left to Ray.
+LOOKUPS = {"", "auto", "local"}
+LAUNCHER_ADDRESS = "hydra.launcher.ray.init.address"  # the Ray launchers' (ray, ray_cluster) address setting
+
+
+def require_listening(address: str | None, timeout_s: float = 5.0) -> None:
+    """Raise ConnectionError when nothing accepts a connection at a `host:port` or `ray://host:port` address
+    within `timeout_s`."""
+    if address is None or address in LOOKUPS:
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: Ray says what it makes of it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or f"no answer in {timeout_s:g} s"
+        raise ConnectionError(f"nothing answers at {host}:{port} ({reason})") from None
+
+
+def require_launcher_cluster(config: Any) -> None:
+    """A sweep on a Ray launcher with an address: its cluster answers, before the sweep waits on it."""
+    address = OmegaConf.select(config, LAUNCHER_ADDRESS, default=None)
+    try:
+        require_listening(None if address is None else str(address))
+    except ConnectionError as error:
+        raise ConnectionError(f"{LAUNCHER_ADDRESS}={address!r}: no Ray cluster: {error}") from None
