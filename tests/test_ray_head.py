@@ -1,5 +1,5 @@
 """A Ray address that names a host and port is asked once, at once, whether anything listens there: Ray's own
-client retries a dead one for minutes (over 5 for a sweep's launcher, measured) before it says so."""
+client retries a dead one for minutes (over 15 for a sweep's launcher, measured) before it says so."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ def test_a_search_whose_every_trial_fails_ends_its_parent_in_one_line(tmp_path):
 
 
 def test_a_sweep_whose_launcher_cannot_start_ends_its_parent_in_one_line(tmp_path):
-    """A Ray head address where nothing listens: refused at once (Ray's own client waited over 5 minutes), and
+    """A Ray head address where nothing listens: refused at once (Ray's own client waited over 15 minutes), and
     hermetic, where the default `auto` would find any Ray cluster running on the machine and start on it."""
     from helpers import user_environment
 
