@@ -1,7 +1,7 @@
 """Is a Ray cluster listening at the address a user named? Asked once, quickly, before Ray's own client, which
 retries an address where nothing listens for minutes (20 tries of about 35 s each, Ray 2.60; a sweep on
 `hydra/launcher=ray_cluster` with a dead head address, which connects twice, was still waiting after 15 minutes
-here, 2026-12-05). A leaf: the records' Ray engine and the sweepers both ask it."""
+here, 2026-12-05). A leaf: the records' Ray engine, the sweepers and the Ray launcher's GPU resolver ask it."""
 
 from __future__ import annotations
 
