@@ -203,8 +203,8 @@ def test_a_sweep_whose_launcher_cannot_start_ends_its_parent_in_one_line(tmp_pat
     assert result.returncode == 2
     [last_line] = result.stderr.strip().splitlines()[-1:]
     assert last_line.startswith("tfrexp: error: sweep ") and last_line.endswith(
-        f"the sweep stopped: ConnectionError: hydra.launcher.ray.init.address='{dead}': no Ray cluster: nothing "
-        f"answers at {dead} (Connection refused)")
+        f"the sweep stopped: ConnectionError: no Ray cluster at '{dead}' (hydra.launcher.ray.init.address, "
+        f"RAY_ADDRESS): nothing answers at {dead} (Connection refused)")
     assert "Traceback" not in result.stderr
     _, runs = _runs(f"sqlite:///{tmp_path}/outputs/mlflow.db")
     [parent] = runs
