@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -153,10 +154,11 @@ def _download(url: str, target: Path, expected_sha256: str | None, archive_sha25
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not target.exists():  # nor the folders made for it (outputs/data/<name>/), while they are empty
-            for folder in made:
-                if any(folder.iterdir()):
-                    break
-                folder.rmdir()
+            with contextlib.suppress(OSError):  # another process's file arrived: keep the folder, and the error
+                for folder in made:
+                    if any(folder.iterdir()):
+                        break
+                    folder.rmdir()
     return target
 
 
