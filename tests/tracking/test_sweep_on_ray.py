@@ -6,6 +6,9 @@ jobs; and an Optuna search whose trials, run as Ray tasks, report to the project
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import is_loopback, listening_addresses, ray_head, run_tfrexp
+from helpers import is_loopback, listening_addresses, ray_head, run_tfrexp, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +66,42 @@ def test_a_sweep_through_a_ray_cluster_by_address(tmp_path):
     assert sorted(run.data.tags["records.reused"] for run in children) == ["false", "true", "true", "true"]
     assert len({run.data.tags["records.fingerprint"] for run in children}) == 1
     assert parent.data.tags["best_run_id"] in {run.info.run_id for run in children}
+
+
+def _running_children(store: str) -> list:
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("tfrexp")
+    if experiment is None:
+        return []
+    return [run for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+            if run.data.tags.get("mlflow.parentRunId")]
+
+
+def test_a_ray_sweep_stopped_by_sigterm_ends_the_job_it_was_running_killed(tmp_path):
+    """The job runs on a Ray worker, which the driver's SIGTERM does not reach: its run was left RUNNING while
+    the sweep said it ended KILLED. The driver ends it."""
+    head, project = tmp_path / "head", tmp_path / "project"
+    head.mkdir()
+    project.mkdir()
+    store = f"sqlite:///{project}/outputs/mlflow.db"
+    with ray_head(head, num_cpus=1) as (address, env, _):
+        # 1,000 epochs: the job is still training when the signal comes, whatever the machine's speed.
+        sweep = subprocess.Popen([sys.executable, "-m", "tfrexp", "-m", "hydra/launcher=ray_cluster",
+                                  f"hydra.launcher.ray.init.address={address}", "trainer.seed=1,2",
+                                  "model=cnn_small", "dataset.max_examples_per_split=300", "trainer.epochs=1000",
+                                  "trainer.verbose=0", "tracking.log_model=false"],
+                                 cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: _running_children(store), 240, "a job's run")
+            sweep.send_signal(signal.SIGTERM)
+            _, stderr = sweep.communicate(timeout=120)
+        finally:
+            sweep.kill()
+    assert sweep.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("tfrexp: the sweep was interrupted")
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    [child] = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (parent.info.status, parent.data.tags["error"]) == ("KILLED", "interrupted")
+    assert (child.info.status, child.data.tags["error"]) == ("KILLED", "the sweep ended before this job: interrupted")

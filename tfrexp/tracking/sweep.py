@@ -201,9 +201,20 @@ def _close_parent(config: DictConfig, sweep: dict, raised: BaseException | None)
         if error:
             client.set_tag(parent_id, "error", error[:5000])
         client.set_terminated(parent_id, status)
+        if raised is not None:
+            _end_orphans(client, children, status, error)
     except Exception as store_error:  # noqa: BLE001 -- the store itself is gone: say so, nothing more
         log.error("sweep %s: could not mark the parent run %s: %s", sweep["sweep_id"], status, store_error)
     return failure
+
+
+def _end_orphans(client: Any, children: list, status: str, error: str) -> None:
+    """Jobs still RUNNING when the sweep stopped: a job in this process ended its own run, but one on a Ray
+    worker (or in a joblib worker) is stopped with the driver and cannot; it ends as the parent did."""
+    for run in children:
+        if client.get_run(run.info.run_id).info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", f"the sweep ended before this job: {error}"[:5000])
+            client.set_terminated(run.info.run_id, status)
 
 
 def _sum_up(config: DictConfig, sweep: dict, client: Any) -> tuple[list, list]:
