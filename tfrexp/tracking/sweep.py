@@ -209,8 +209,8 @@ def _close_parent(config: DictConfig, sweep: dict, raised: BaseException | None)
 
 
 def _end_orphans(client: Any, children: list, status: str, error: str) -> None:
-    """Jobs still RUNNING when the sweep stopped: a job in this process ended its own run, but one on a Ray
-    worker (or in a joblib worker) is stopped with the driver and cannot; it ends as the parent did."""
+    """Jobs still RUNNING when the sweep stopped: a job in this process ended its own run, but one in another
+    process (a Ray worker, which the driver's signal does not reach) cannot; it ends as the parent did."""
     for run in children:
         if client.get_run(run.info.run_id).info.status == "RUNNING":
             client.set_tag(run.info.run_id, "error", f"the sweep ended before this job: {error}"[:5000])
