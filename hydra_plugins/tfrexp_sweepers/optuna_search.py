@@ -22,6 +22,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tfrexp.errors import first_line
 from tfrexp.ray_head import require_launcher_cluster
 from tfrexp.search.space import SearchSpace, search_space
 from tfrexp.search.study import (PRUNED_AT_ATTR, PRUNER_ATTR, end_stopped_trials, finished_trials, hold_conditions,
@@ -112,7 +113,7 @@ class OptunaSearchSweeper(Sweeper):
         try:
             value = float(result.return_value)  # the job's exception, if it failed
         except Exception as error:  # noqa: BLE001 -- a failed trial is marked and the search goes on
-            log.warning("trial %d failed: %s", trial.number, str(error).splitlines()[0] if str(error) else error)
+            log.warning("trial %d failed: %s", trial.number, first_line(error))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return False
         # The job marked it pruned in the storage; `trial.user_attrs` is the driver's cached copy, so read it back.

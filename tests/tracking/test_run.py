@@ -151,6 +151,20 @@ def test_metric_buffer_keeps_what_the_store_refuses_and_writes_it_out(store, tmp
     assert json.loads((tmp_path / "unsent.json").read_text()) == [{"step": 4, "metrics": {"loss": 0.1}}]
 
 
+def test_a_store_refusal_with_no_message_is_kept_and_named_by_its_type(monkeypatch, caplog):
+    """A dropped connection can raise an OSError with an empty message: the warning's first line was taken from
+    the message (IndexError), so the metrics the buffer promises to keep were lost with the run."""
+    def refuse(*args, **kwargs):
+        raise ConnectionResetError()
+
+    monkeypatch.setattr(mlflow, "log_metrics", refuse)
+    buffer = metrics.MetricBuffer()
+    with caplog.at_level("WARNING", logger=metrics.__name__):
+        buffer.log({"loss": 0.5}, step=2)
+    assert buffer.unsent() == [{"step": 2, "metrics": {"loss": 0.5}}]
+    assert "does not take metrics (ConnectionResetError)" in caplog.text
+
+
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
     with tracking_run.start_run(experiment_id, "d", {}) as run:

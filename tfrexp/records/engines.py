@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from tfrexp.config.schema import WriterConfig, WriterEngine
-from tfrexp.errors import DataError
+from tfrexp.errors import DataError, first_line
 from tfrexp.ray_head import require_listening
 from tfrexp.records.shards import ShardResult, ShardTask, ShardTaskFailed, run_shard_task, write_shard
 
@@ -71,7 +71,7 @@ def _on_ray(tasks: list[ShardTask], directory: Path, address: str, progress: Pro
                      configure_logging=False)
         except ConnectionError as error:
             raise DataError(f"writer.engine=ray: no Ray cluster at {address!r} (writer.ray_address, "
-                            f"RAY_ADDRESS): {str(error).splitlines()[0]}") from None
+                            f"RAY_ADDRESS): {first_line(error)}") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=3)(run_shard_task)
         # Absolute: a task runs in its worker's folder (a node's, or the head's), not in the one we run in.
@@ -100,5 +100,5 @@ def _cause(error: Exception) -> str:
     cause = getattr(error, "cause", None)
     if isinstance(cause, ShardTaskFailed):
         return f"on node {cause.node}: {cause.reason.splitlines()[0]}"
-    text = str(error).strip()
-    return f"({type(error).__name__}: {text.splitlines()[0]})" if text else f"({type(error).__name__})"
+    text = first_line(error)
+    return f"({text})" if text == type(error).__name__ else f"({type(error).__name__}: {text})"

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-from tfrexp.errors import ConfigError
+from tfrexp.errors import ConfigError, first_line
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def search_space(params: dict[str, str] | None, arguments: list[str]) -> SearchS
         overrides = parser.parse_overrides([f"{key}={value}" for key, value in (params or {}).items()])
         overrides += parser.parse_overrides(arguments)
     except Exception as error:  # noqa: BLE001 -- Hydra's parser raises its own error types
-        raise ConfigError(f"hydra.sweeper.params: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"hydra.sweeper.params: {first_line(error)}") from None
     distributions: dict[str, Any] = {}
     fixed: list[str] = []
     for override in overrides:

@@ -12,6 +12,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from tfrexp.errors import first_line
 from tfrexp.tracking.store import TrackingError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class MetricBuffer:
             except (MlflowException, OSError) as error:
                 if not self._warned:
                     log.warning("the MLflow store does not take metrics (%s); keeping them to retry",
-                                str(error).splitlines()[0][:300])
+                                first_line(error)[:300])
                     self._warned = True
                 return
             self._pending.pop(0)

@@ -168,8 +168,9 @@ def end_sweep(config: DictConfig, raised: BaseException | None = None) -> str | 
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    """What stopped a sweeper, with its type: `ConnectionError: no Ray cluster ...`."""
+    name, text = type(error).__name__, first_line(error)
+    return text if text == name else f"{name}: {text}"
 
 
 def _close_parent(config: DictConfig, sweep: dict, raised: BaseException | None) -> str | None:
