@@ -5,6 +5,7 @@ jobs; and an Optuna search whose trials, run as Ray tasks, report to the project
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,10 +14,12 @@ import tempfile
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import is_loopback, listening_addresses, ray_head, run_tfrexp, wait_for
+from helpers import is_loopback, listening_addresses, ray_head, run_tfrexp, user_environment, wait_for
+from tfrexp.bench.local_ray import RAY_ON_LOOPBACK
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +108,42 @@ def test_a_ray_sweep_stopped_by_sigterm_ends_the_job_it_was_running_killed(tmp_p
     [child] = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert (parent.info.status, parent.data.tags["error"]) == ("KILLED", "interrupted")
     assert (child.info.status, child.data.tags["error"]) == ("KILLED", "the sweep ended before this job: interrupted")
+
+
+def test_a_sweep_on_the_plugins_own_ray_stopped_by_sigterm_ends_its_runs_killed(tmp_path):
+    """`hydra/launcher=ray` starts a throwaway Ray from the driver, and Ray's init put in its own SIGTERM handler
+    over the sweep's: the driver aborted (exit 134), leaving the parent and the job RUNNING."""
+    store = f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    sweep = subprocess.Popen([sys.executable, "-m", "tfrexp", "-m", "hydra/launcher=ray",
+                              "+hydra.launcher.ray.init.num_cpus=1", "trainer.seed=1,2", "model=cnn_small",
+                              "dataset.max_examples_per_split=300", "trainer.epochs=1000", "trainer.verbose=0",
+                              "tracking.log_model=false"],
+                             cwd=tmp_path, env={**user_environment(), **RAY_ON_LOOPBACK}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: _running_children(store), 240, "a job's run")
+        listening = listening_addresses(sweep.pid)  # the throwaway cluster's processes, in the driver's session
+        sweep.send_signal(signal.SIGTERM)
+        _, stderr = sweep.communicate(timeout=120)
+        wait_for(lambda: not _session_processes(sweep.pid), 60, "the throwaway Ray to stop with its driver")
+    finally:
+        sweep.kill()
+        for process in _session_processes(sweep.pid):
+            process.kill()
+    assert listening and all(is_loopback(address) for address in listening), listening
+    assert sweep.returncode == 130, stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    [child] = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (parent.info.status, parent.data.tags["error"]) == ("KILLED", "interrupted")
+    assert child.info.status == "KILLED"
+
+
+def _session_processes(session: int) -> list:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found

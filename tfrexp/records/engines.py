@@ -19,7 +19,7 @@ from typing import Callable
 
 from tfrexp.config.schema import WriterConfig, WriterEngine
 from tfrexp.errors import DataError, first_line
-from tfrexp.ray_head import require_listening
+from tfrexp.ray_head import connect
 from tfrexp.records.shards import ShardResult, ShardTask, ShardTaskFailed, run_shard_task, write_shard
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,8 @@ def _on_ray(tasks: list[ShardTask], directory: Path, address: str, progress: Pro
     connected_here = not ray.is_initialized()
     if connected_here:
         try:
-            require_listening(address)  # at once: Ray's own client retries a dead address for minutes
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     configure_logging=False)
+            # Asked at once (Ray's own client retries a dead address for minutes); a run's stop handlers kept.
+            connect(address=address, logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
         except ConnectionError as error:
             raise DataError(f"writer.engine=ray: no Ray cluster at {address!r} (writer.ray_address, "
                             f"RAY_ADDRESS): {first_line(error)}") from None

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from tfrexp.config.schema import TrainerConfig
 from tfrexp.errors import TfrexpError
-from tfrexp.ray_head import require_listening
+from tfrexp.ray_head import connect
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,7 @@ def ray_gpus_if_any(count: Any, init: Any = None) -> Any:
         if init is None:
             return 0
         try:
-            options = OmegaConf.to_container(init, resolve=True)
-            require_listening(options.get("address"))  # a dead head address: at once, not after Ray's minutes
-            ray.init(**options)
+            connect(**OmegaConf.to_container(init, resolve=True))  # a dead head address: at once, not in minutes
         except Exception:  # noqa: BLE001 - reported by the sweeper (tfrexp.ray_head) or the launcher
             return 0
     return count if ray.cluster_resources().get("GPU", 0) > 0 else 0
