@@ -3,6 +3,7 @@ came to, and the job that was starting; it is forgotten once the outermost catch
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -43,3 +44,26 @@ def test_a_run_stops_on_a_signal_its_sweep_received_before_the_run_began():
     later = Interrupts()
     with later.installed():
         later.raise_received()  # a later run in the same process (a notebook's next call) is not stopped
+
+
+def test_a_signal_during_a_deferred_block_is_raised_as_it_ends_and_not_again_while_stopping():
+    def handler(signum, frame):
+        stop_signals.interrupt(signum)
+
+    done = []
+    with stop_signals.handled((signal.SIGTERM,), handler):
+        with pytest.raises(KeyboardInterrupt, match=f"signal {int(signal.SIGTERM)}"):
+            with stop_signals.deferred():
+                with stop_signals.deferred():  # nested: raised by the outermost only
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    done.append("inner")
+                done.append("outer")
+        assert done == ["inner", "outer"], "the block ran to its end"
+        with stop_signals.deferred():  # already stopping (the clean-up of what the first signal stopped)
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("clean-up")
+        assert done[-1] == "clean-up" and stop_signals.received() == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # outside a deferred block: at once
+            done.append("not reached")
+    assert "not reached" not in done

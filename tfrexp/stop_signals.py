@@ -7,6 +7,11 @@ in ..."), and the sweep or the run would go on to finish as if nothing had come.
 the signal here, and the places where work goes on (a run's next batch, a sweep's next job, the sweep's end)
 call `raise_if_received()`. The note lasts until the outermost `handled` block ends: a sweep's jobs see a
 signal the sweep received, and a notebook's next run does not see the last one's Ctrl-C.
+
+Nor may a signal break into a write to the tracking store (a `deferred` block): one raised inside SQLAlchemy's
+session left SQLite's write lock with the process, and the run's end and the sweep's end then waited on it and
+failed ("database is locked"), the sweep's parent left RUNNING (seen in the interrupted-sweep test, 2026-12-05).
+There a handler's `interrupt` only notes the signal, and it is raised as the block ends.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Callable, Iterator
 
 _received: int | None = None
 _depth = 0
+_deferring = 0  # nested `deferred` blocks in the main thread
+_held: int | None = None  # a signal that came during one
+_stopping_before = False  # a signal had come before the outermost one began
 
 
 @contextmanager
@@ -38,6 +46,40 @@ def handled(signals: tuple[int, ...], handler: Callable[[int, object], None]) ->
         _depth -= 1
         if _depth == 0:
             _received = None
+
+
+def interrupt(signum: int) -> None:
+    """What a handler does with a stop signal: note it and raise KeyboardInterrupt, or, inside a `deferred`
+    block, leave that to the block's end."""
+    global _held
+    note(signum)
+    if _deferring:
+        _held = _held or signum
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A block a stop signal does not break into (a write to the tracking store); one that came meanwhile is
+    raised as it ends, unless the process was already stopping when it began (its clean-up goes on: the signal
+    is noted for `raise_if_received`). Also a decorator. Only the main thread, where handlers run, defers."""
+    global _deferring, _held, _stopping_before
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _deferring == 0:
+        _stopping_before = _received is not None
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        held = _held if _deferring == 0 else None
+        if _deferring == 0:
+            _held = None
+    if held is not None and not _stopping_before:  # after an error inside, that error goes on instead
+        raise KeyboardInterrupt(f"signal {held}")
 
 
 def note(signum: int) -> None:

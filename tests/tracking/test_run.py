@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import tfrexp
+from tfrexp import stop_signals
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.errors import TrainingDiverged
 from tfrexp.tracking import metrics
@@ -165,6 +168,30 @@ def test_a_store_refusal_with_no_message_is_kept_and_named_by_its_type(monkeypat
     assert "does not take metrics (ConnectionResetError)" in caplog.text
 
 
+def test_a_stop_signal_during_a_store_write_lets_the_write_finish_then_ends_the_run_killed(store, monkeypatch):
+    """A signal raised inside the SQL store's session left SQLite's write lock with the process: the run's end
+    and the sweep's end then failed (`database is locked`) and the sweep's parent stayed RUNNING (seen in the
+    interrupted-sweep test). Now the write finishes, then the signal stops the run."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    _, experiment_id, client = store
+    real = SqlAlchemyStore.log_batch
+
+    def signalled_as_it_writes(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    with stop_signals.handled((signal.SIGINT,), lambda signum, frame: stop_signals.interrupt(signum)):
+        with pytest.raises(KeyboardInterrupt):
+            with tracking_run.start_run(experiment_id, "w", {}) as active:
+                tracked = tracking_run.TrackedRun(active.info.run_id, experiment_id, resumed=False)
+                monkeypatch.setattr(SqlAlchemyStore, "log_batch", signalled_as_it_writes)
+                tracked.log_params({"batch_size": 64})
+                pytest.fail("the signal did not stop the run")
+    run = client.get_run(active.info.run_id)
+    assert run.data.params == {"batch_size": "64"} and run.info.status == "KILLED"
+
+
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
     with tracking_run.start_run(experiment_id, "d", {}) as run:
@@ -229,11 +256,11 @@ def test_where_to_look_names_the_ui_command(tmp_path, monkeypatch):
     assert "mlflow ui --backend-store-uri sqlite:///x.db" in tracking_store.where_to_look("sqlite:///x.db", "1", "r")
 
 
-def test_figures_are_closed_once_logged(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+def test_figures_are_closed_once_logged(store):
+    _, experiment_id, _ = store  # its artifacts in the test's folder (a new store's Default: ./mlruns here)
     history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6]}
-    with mlflow.start_run() as active:
-        tracked = tracking_run.TrackedRun(active.info.run_id, active.info.experiment_id, resumed=False)
+    with tracking_run.start_run(experiment_id, "f", {}) as active:
+        tracked = tracking_run.TrackedRun(active.info.run_id, experiment_id, resumed=False)
         for _ in range(20):  # a long sequential sweep in one process
             tracked.log_report(history, np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
     assert plt.get_fignums() == []

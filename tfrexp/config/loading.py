@@ -23,6 +23,11 @@ from tfrexp.errors import ConfigError
 # Shipped inside the package, so `pip install tfrexp` works from any folder.
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
+# config.yaml adds ./conf to the search path for users' own options; most folders have none, which is fine.
+# Set on import, not at start-up: a launcher's worker (joblib's) composes its job's config again, having
+# imported this module only to unpickle the job.
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
+
 
 def _subdir(parent: Optional[str], name: str) -> Optional[str]:
     """`${subdir:${paths.data_dir},mnist}`: parent/name, or null when the parent is not configured."""
@@ -32,8 +37,6 @@ def _subdir(parent: Optional[str], name: str) -> Optional[str]:
 def register_schemas() -> None:
     """Make the schema available to config.yaml's defaults list as `tfrexp_schema`, and our resolvers."""
     ConfigStore.instance().store(name="tfrexp_schema", node=Config)
-    # config.yaml adds ./conf to the search path for users' own options; most folders have none, which is fine.
-    warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
     if not OmegaConf.has_resolver("subdir"):
         OmegaConf.register_new_resolver("subdir", _subdir)
     if not OmegaConf.has_resolver("optuna_direction"):

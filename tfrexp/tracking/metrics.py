@@ -12,6 +12,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from tfrexp import stop_signals
 from tfrexp.errors import first_line
 from tfrexp.tracking.store import TrackingError
 
@@ -36,6 +37,7 @@ class MetricBuffer:
         self._pending.append((metrics, step))
         self.flush()
 
+    @stop_signals.deferred()
     def flush(self) -> None:
         while self._pending:
             metrics, step = self._pending[0]

@@ -17,6 +17,7 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
+from tfrexp import stop_signals
 from tfrexp.config.schema import TrackingConfig
 from tfrexp.records.manifest import Manifest
 from tfrexp.tracking.metrics import UNSENT_FILE, MetricBuffer, send_unsent
@@ -34,7 +35,8 @@ DATASET_RACE = ("UNIQUE constraint failed", "UniqueViolation", "deadlock detecte
 
 
 class TrackedRun:
-    """The run in progress: everything an experiment logs goes through here."""
+    """The run in progress: everything an experiment logs goes through here, none of it broken into by a stop
+    signal (tfrexp.stop_signals.deferred: it stops the run once the write is done)."""
 
     def __init__(self, run_id: str, experiment_id: str, resumed: bool, unsent_dir: Path | None = None) -> None:
         self.run_id = run_id
@@ -42,6 +44,7 @@ class TrackedRun:
         self.resumed = resumed  # a resumed run logged its config and inputs the first time
         self.unsent_dir = unsent_dir
 
+    @stop_signals.deferred()
     def log_params(self, params: dict[str, Any]) -> None:
         if self.resumed:
             # A param cannot change; a resumed run may run elsewhere (another GPU, another machine). The first
@@ -53,22 +56,28 @@ class TrackedRun:
             params = {key: value for key, value in params.items() if key not in changed}
         mlflow.log_params(params)
 
+    @stop_signals.deferred()
     def last_logged(self, key: str) -> float | None:
         """The metric's value at the run's latest step (a resumed run's last finished epoch), if it has one."""
         return mlflow.get_run(self.run_id).data.metrics.get(key)
 
+    @stop_signals.deferred()
     def log_metrics(self, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics)
 
+    @stop_signals.deferred()
     def set_tags(self, tags: dict[str, str]) -> None:
         mlflow.set_tags(tags)
 
+    @stop_signals.deferred()
     def log_text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
 
+    @stop_signals.deferred()
     def log_dict(self, values: dict, name: str) -> None:
         mlflow.log_dict(values, name)
 
+    @stop_signals.deferred()
     def log_config(self, resolved: dict, yaml_text: str) -> None:
         mlflow.log_params(flatten(resolved))
         mlflow.log_text(yaml_text, "config.yaml")
@@ -78,6 +87,7 @@ class TrackedRun:
         `<unsent_dir>/<run id>/unsent_metrics.json`, which the next run against the store sends."""
         return MetricBuffer(self.unsent_dir / self.run_id / UNSENT_FILE if self.unsent_dir else None)
 
+    @stop_signals.deferred()
     def log_records(self, directory: Path, manifest: Manifest, reused: bool) -> None:
         """Which record version the run used, its counts, its manifest, every file the writer skipped, and
         (on a new run) the splits as the run's datasets."""
@@ -91,6 +101,7 @@ class TrackedRun:
         if not self.resumed:
             log_datasets(directory, manifest.dataset, manifest.fingerprint, list(manifest.splits))
 
+    @stop_signals.deferred()
     def log_report(self, history: dict[str, list[float]], labels: np.ndarray, predictions: np.ndarray,
                    class_names: list[str]) -> None:
         """Learning curves and the test confusion matrix as PNGs, per-class test accuracy as JSON."""
@@ -105,6 +116,7 @@ class TrackedRun:
             plt.close(figure)  # pyplot keeps every figure until closed: a long sweep in one process would grow
         mlflow.log_dict(reports.per_class_accuracy(confusion, class_names), "per_class_accuracy.json")
 
+    @stop_signals.deferred()
     def log_model(self, model: keras.Model, example_images: np.ndarray) -> None:
         """The trained model in the Keras flavour, loadable with mlflow.pyfunc.load_model, with a signature."""
         import keras
@@ -132,14 +144,15 @@ def tracked_run(tracking: TrackingConfig, identity: JobIdentity, resolved_config
     `resume_backups` (trainer.resume=true) the latest interrupted run of the same config that has a Keras
     backup there is reopened and continued instead of a new one. Metric values earlier runs could not send
     are in `unsent_dir`: they are sent first."""
-    experiment_id = connect(tracking)
-    if unsent_dir is not None and unsent_dir.is_dir():
-        send_unsent(unsent_dir, tracking.uri)
-    tags, resume_id = dict(identity.tags), None
-    if resolved_config is not None:
-        tags["config.digest"] = digest = config_digest(resolved_config)
-        if resume_backups is not None:
-            resume_id = run_to_resume(experiment_id, digest, resume_backups)
+    with stop_signals.deferred():
+        experiment_id = connect(tracking)
+        if unsent_dir is not None and unsent_dir.is_dir():
+            send_unsent(unsent_dir, tracking.uri)
+        tags, resume_id = dict(identity.tags), None
+        if resolved_config is not None:
+            tags["config.digest"] = digest = config_digest(resolved_config)
+            if resume_backups is not None:
+                resume_id = run_to_resume(experiment_id, digest, resume_backups)
     with start_run(experiment_id, identity.run_name, tags, identity.parent_run_id, resume_id,
                      tracking.system_metrics) as active:
         run = TrackedRun(active.info.run_id, experiment_id, resumed=resume_id is not None, unsent_dir=unsent_dir)
@@ -164,12 +177,13 @@ def start_run(
         mlflow.set_system_metrics_samples_before_logging(1)
         # Its start/stop/"no GPU" lines would repeat in every run's output; warnings still show.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    if resume_run_id:
-        run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
-        mlflow.set_tags({**tags, "resumed": "true", "error": ""})
-    else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
-                               log_system_metrics=system_metrics)
+    with stop_signals.deferred():
+        if resume_run_id:
+            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
+            mlflow.set_tags({**tags, "resumed": "true", "error": ""})
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                                   log_system_metrics=system_metrics)
     try:
         yield run
     except KeyboardInterrupt:
@@ -179,9 +193,11 @@ def start_run(
         _end_run_reporting(f"{type(error).__name__}: {error}", RunStatus.FAILED)
         raise
     else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        with stop_signals.deferred():
+            mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
+@stop_signals.deferred()
 def _end_run_reporting(message: str, status: int) -> None:
     """Record why the run ended, then end it; if the store itself is what failed, keep the original error
     visible, and still end the run in this process, so that the next run here can start."""

@@ -112,7 +112,7 @@ def parent_closed_on_failure(config: DictConfig) -> Iterator[None]:
             stop_signals.raise_if_received()  # its first exception was dropped (see tfrexp.stop_signals)
         except KeyboardInterrupt as interrupted:
             end_sweep(config, interrupted)
-            print("tfrexp: the sweep was interrupted: its parent run and the job that was running ended KILLED",
+            print("tfrexp: the sweep was interrupted: its parent run and the jobs that were running ended KILLED",
                   file=sys.stderr)
             sys.exit(130)
         except Exception as error:  # noqa: BLE001 -- every cause ends the parent the same way
@@ -149,10 +149,10 @@ def absolute_store_uri(uri: str) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    stop_signals.note(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
+    stop_signals.interrupt(signum)
 
 
+@stop_signals.deferred()
 def end_sweep(config: DictConfig, raised: BaseException | None = None) -> str | None:
     """End the parent run of the sweep in `hydra.sweep.dir` (if still open) with the sweep's outcome, `raised`
     being what stopped the sweeper if anything did, and free the folder. Returns the sweep's failure in one
@@ -258,6 +258,7 @@ def _log_summary(client: Any, parent_id: str, children: list, swept_keys: list[s
     plt.close(figure)
 
 
+@stop_signals.deferred()
 def record_refused_job(hydra_config: Any, composed: DictConfig, reason: str) -> None:
     """A job of a sweep whose config was refused before its run began becomes a FAILED child run with the
     reason, so that the sweep counts it and its parent's summary shows why. Nothing outside a sweep."""

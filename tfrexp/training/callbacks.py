@@ -176,11 +176,11 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: object) -> None:
         self._received = self._received or signum
-        stop_signals.note(signum)
         if self._holding:
+            stop_signals.note(signum)
             self._pending = signum
             return
-        raise KeyboardInterrupt(f"signal {signum}")
+        stop_signals.interrupt(signum)
 
     def _start_holding(self) -> None:
         self._holding = True
