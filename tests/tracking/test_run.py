@@ -192,6 +192,27 @@ def test_a_stop_signal_during_a_store_write_lets_the_write_finish_then_ends_the_
     assert run.data.params == {"batch_size": "64"} and run.info.status == "KILLED"
 
 
+def test_a_stop_signal_as_the_run_is_created_ends_it_killed(store, monkeypatch):
+    """Held back while the run is created, the signal is raised once it exists: it must end KILLED, not stay
+    RUNNING because it came before the part that ends a run."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    _, experiment_id, client = store
+    real = SqlAlchemyStore.create_run
+
+    def signalled_as_it_creates(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "create_run", signalled_as_it_creates)
+    with stop_signals.handled((signal.SIGINT,), lambda signum, frame: stop_signals.interrupt(signum)):
+        with pytest.raises(KeyboardInterrupt):
+            with tracking_run.start_run(experiment_id, "c", {}):
+                pytest.fail("the signal did not stop the run")
+    [run] = client.search_runs([experiment_id])
+    assert (run.info.status, run.data.tags["error"]) == ("KILLED", "interrupted")
+
+
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
     with tracking_run.start_run(experiment_id, "d", {}) as run:

@@ -177,20 +177,23 @@ def start_run(
         mlflow.set_system_metrics_samples_before_logging(1)
         # Its start/stop/"no GPU" lines would repeat in every run's output; warnings still show.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    with stop_signals.deferred():
-        if resume_run_id:
-            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
-            mlflow.set_tags({**tags, "resumed": "true", "error": ""})
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
-                                   log_system_metrics=system_metrics)
+    run = None
     try:
+        with stop_signals.deferred():  # a signal meanwhile is raised once the run exists, and ends it KILLED
+            if resume_run_id:
+                run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=system_metrics)
+                mlflow.set_tags({**tags, "resumed": "true", "error": ""})
+            else:
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                                       log_system_metrics=system_metrics)
         yield run
     except KeyboardInterrupt:
-        _end_run_reporting("interrupted", RunStatus.KILLED)
+        if run is not None:
+            _end_run_reporting("interrupted", RunStatus.KILLED)
         raise
     except BaseException as error:
-        _end_run_reporting(f"{type(error).__name__}: {error}", RunStatus.FAILED)
+        if run is not None:
+            _end_run_reporting(f"{type(error).__name__}: {error}", RunStatus.FAILED)
         raise
     else:
         with stop_signals.deferred():
