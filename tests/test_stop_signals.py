@@ -67,3 +67,27 @@ def test_a_signal_during_a_deferred_block_is_raised_as_it_ends_and_not_again_whi
             os.kill(os.getpid(), signal.SIGTERM)  # outside a deferred block: at once
             done.append("not reached")
     assert "not reached" not in done
+
+
+def test_a_second_signal_in_a_deferred_block_raises_at_once_and_an_error_inside_leaves_no_signal_held():
+    def handler(signum, frame):
+        stop_signals.interrupt(signum)
+
+    done = []
+    with stop_signals.handled((signal.SIGTERM,), handler):
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals.deferred():  # a write that hangs: the user presses again
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("first held")
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("not reached")
+    assert done == ["first held"]
+    with stop_signals.handled((signal.SIGTERM,), handler):
+        with pytest.raises(ValueError):
+            with stop_signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ValueError("the write failed")  # its own error goes on; the signal stays noted
+        assert stop_signals.received() == signal.SIGTERM
+    with stop_signals.deferred():  # a later block, after that one ended in an error, raises nothing
+        done.append("later")
+    assert done[-1] == "later"

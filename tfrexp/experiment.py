@@ -122,7 +122,7 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
             message = bad_shards_message(records.directory)
             if message is None and isinstance(error, (tf.errors.NotFoundError, tf.errors.InvalidArgumentError)):
                 raise  # not the records' fault
-            raise RecordsError(message or f"records unreadable ({error.message.splitlines()[0]})") from None
+            raise RecordsError(message or f"records unreadable ({first_line(error)})") from None
         except BaseException:  # Ctrl-C, SIGTERM, a diverging loss, ...
             metrics.keep()
             raise

@@ -50,10 +50,12 @@ def connect(**options: Any) -> None:
     require_listening(options.get("address"))
     main = threading.current_thread() is threading.main_thread()  # handlers belong to the main thread
     kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    ray.init(**options)
-    for number, handler in kept.items():
-        if callable(handler):  # not SIG_DFL or SIG_IGN: there Ray's handler does no harm
-            signal.signal(number, handler)
+    try:
+        ray.init(**options)
+    finally:  # a failed init has put in Ray's handler too
+        for number, handler in kept.items():
+            if callable(handler):  # not SIG_DFL or SIG_IGN: there Ray's handler does no harm
+                signal.signal(number, handler)
 
 
 def require_launcher_cluster(config: Any) -> None:
@@ -71,7 +73,9 @@ def require_launcher_cluster(config: Any) -> None:
             import ray
 
             if not ray.is_initialized():  # ray_cluster's GPU resolver may have connected already
-                connect(**OmegaConf.to_container(init, resolve=True))
+                options = OmegaConf.to_container(init, resolve=True)
+                options.setdefault("object_store_memory", 78643200)  # as the plugin's launch does (ray_cluster: null)
+                connect(**options)
     except ConnectionError as error:
         # The launcher's address defaults to RAY_ADDRESS (hydra/launcher=ray_cluster), which a user may have set.
         raise ConnectionError(f"no Ray cluster at {address!r} ({LAUNCHER_ADDRESS}, RAY_ADDRESS): {error}") from None

@@ -11,7 +11,7 @@ signal the sweep received, and a notebook's next run does not see the last one's
 Nor may a signal break into a write to the tracking store (a `deferred` block): one raised inside SQLAlchemy's
 session left SQLite's write lock with the process, and the run's end and the sweep's end then waited on it and
 failed ("database is locked"), the sweep's parent left RUNNING (seen in the interrupted-sweep test, 2026-12-05).
-There a handler's `interrupt` only notes the signal, and it is raised as the block ends.
+There a handler's `interrupt` only notes the signal, and it is raised as the block ends (a second one, at once).
 """
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ def handled(signals: tuple[int, ...], handler: Callable[[int, object], None]) ->
 
 def interrupt(signum: int) -> None:
     """What a handler does with a stop signal: note it and raise KeyboardInterrupt, or, inside a `deferred`
-    block, leave that to the block's end."""
+    block, leave that to the block's end; a second one there raises at once (a store that hangs, a user who
+    presses Ctrl-C again: the write is given up)."""
     global _held
     note(signum)
-    if _deferring:
-        _held = _held or signum
+    if _deferring and _held is None:
+        _held = signum
         return
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -74,10 +75,10 @@ def deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        _deferring -= 1
-        held = _held if _deferring == 0 else None
-        if _deferring == 0:
+        held = _held if _deferring == 1 else None
+        if _deferring == 1:
             _held = None
+        _deferring -= 1
     if held is not None and not _stopping_before:  # after an error inside, that error goes on instead
         raise KeyboardInterrupt(f"signal {held}")
 

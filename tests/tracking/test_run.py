@@ -213,6 +213,24 @@ def test_a_stop_signal_as_the_run_is_created_ends_it_killed(store, monkeypatch):
     assert (run.info.status, run.data.tags["error"]) == ("KILLED", "interrupted")
 
 
+def test_a_stop_signal_during_the_last_retry_comes_after_the_unsent_metrics_are_written(monkeypatch, tmp_path):
+    """The retry in `keep` is a store write a signal waits for; raised at its end, the signal came before the
+    file was written, and the kept values were lost."""
+    monkeypatch.setattr(mlflow, "log_metrics", lambda *args, **kwargs: (_ for _ in ()).throw(MlflowException("gone")))
+    buffer = metrics.MetricBuffer(tmp_path / "unsent.json")
+    buffer.log({"loss": 0.5}, step=1)
+
+    def signalled_and_gone(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise MlflowException("still gone")
+
+    monkeypatch.setattr(mlflow, "log_metrics", signalled_and_gone)
+    with stop_signals.handled((signal.SIGINT,), lambda signum, frame: stop_signals.interrupt(signum)):
+        with pytest.raises(KeyboardInterrupt):
+            buffer.keep()
+    assert json.loads((tmp_path / "unsent.json").read_text()) == [{"step": 1, "metrics": {"loss": 0.5}}]
+
+
 def test_a_dataset_input_names_the_records_by_fingerprint(store, tmp_path):
     _, experiment_id, client = store
     with tracking_run.start_run(experiment_id, "d", {}) as run:

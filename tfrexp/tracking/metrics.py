@@ -55,6 +55,7 @@ class MetricBuffer:
         self.flush()
         return [{"step": step, "metrics": metrics} for metrics, step in self._pending]
 
+    @stop_signals.deferred()  # a signal during the retry is raised after the file is written, not before
     def keep(self) -> list[dict]:
         """Retry once more, then write what is still unsent to `path` (and remove a file that is all sent)."""
         unsent = self.unsent()
