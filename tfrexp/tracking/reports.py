@@ -54,8 +54,9 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]) -> Figure:
     axis.set_ylabel("true")
     threshold = confusion.max() / 2 if confusion.size else 0
     for (row, column), count in np.ndenumerate(confusion):
+        # Inside the axes: left out of what tight_layout measures, which would measure each count's text too.
         axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
-                  color="white" if count > threshold else "black")
+                  color="white" if count > threshold else "black").set_in_layout(False)
     accuracy = np.trace(confusion) / max(confusion.sum(), 1)
     axis.set_title(f"test confusion matrix (accuracy {accuracy:.2%})")
     figure.tight_layout()
