@@ -134,3 +134,23 @@ def test_epoch_seconds_runs_each_dataset_its_passes_and_divides_by_them(monkeypa
     seconds = epoch_seconds({"one pass": (_epoch(), 1), "four passes": (counted, 4)}, 20, rounds=2)
     assert seconds == {"one pass": [1.0, 1.0], "four passes": [0.25, 0.25]}
     assert len(epochs) == 4 * (2 + 1) * 4  # batches of 6 from 20: 4 a pass; 4 passes; 2 rounds and a warm-up
+
+
+def test_a_sweep_row_leaves_the_one_time_start_up_out_of_a_further_jobs_overhead(monkeypatch, tmp_path):
+    """Sweeps of 2 and 8 jobs in two workers that each pay 10 s of start-up and 3 s of overhead and 2 s of fit a
+    job: over the whole command a job costs its share of the start-up too, a further job only its 3 s. The two
+    sizes take turns, the 2 jobs first in the first round; the second round's 8 jobs ran 0.5 s slower."""
+    from tfrexp.bench import sweeps
+
+    order = []
+
+    def timed_sweep(bench, mode, jobs, launcher, env):
+        order.append(jobs)
+        return 10 + (jobs / 2) * (3 + 2) + (0.5 if len(order) == 3 else 0), [2.0] * jobs
+
+    monkeypatch.setattr(sweeps, "_timed_sweep", timed_sweep)
+    row = sweeps._sweep(measure.Bench(tmp_path, rounds=9, catdog_images=1), "joblib", 2, [])
+    assert order == [2, 8, 8, 2, 2, 8]  # 3 rounds at most
+    assert row.ours == 30.0 and row.ours_range == (30.0, 30.5)
+    assert row.note == ("total fit 16 s; per-job overhead 5.5 s (5.5-5.6) over the whole command, "
+                        "3.0 s (3.0-3.2) a further job")
