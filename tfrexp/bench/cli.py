@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="photos in the folder the writer case writes")
     parser.add_argument("--full", action="store_true",
                         help="also time to 99%% test accuracy (5 seeds of the default and of the walkthrough's "
-                        "recipe), a 2-job and an 8-job sweep serially, in joblib and on Ray, and a search with and without "
-                        "pruning")
+                        "recipe), a 2-job and an 8-job sweep serially, in joblib and on Ray, and a search with and "
+                        "without pruning")
     parser.add_argument("--output", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--mlflow", action="store_true", help="also log the results as an MLflow run")
     args = parser.parse_args(argv)
