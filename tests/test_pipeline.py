@@ -170,3 +170,26 @@ def test_the_deterministic_preset_gives_the_same_order_twice(records, tmp_path):
         return _stream(dataset, count)
 
     assert order() == order()
+
+
+@pytest.mark.parametrize(("cache", "parsed_in_three_epochs"), [(Cache.memory, 1), (Cache.none, 3)])
+def test_a_split_cached_in_memory_is_parsed_in_its_first_epoch_only(records, monkeypatch, cache,
+                                                                    parsed_in_three_epochs):
+    """Later epochs of a cached split shuffle and batch its decoded pixels: no record is parsed again."""
+    from tfrexp.records import reader
+
+    parsed = []
+    parse_batch = reader.parse_batch
+
+    def counted(serialized, image_shape):
+        count = tf.py_function(lambda batch: parsed.append(len(batch)) or 0, [serialized], tf.int32)
+        with tf.control_dependencies([count]):
+            return parse_batch(serialized, image_shape)
+
+    monkeypatch.setattr(reader, "parse_batch", counted)
+    settings = PipelineConfig(batch_size=BATCH, shuffle_buffer=200, cache=cache)
+    dataset = build_dataset(records.directory, records.manifest, "train", settings, training=True, seed=1)
+    count = records.manifest.splits["train"].num_examples
+    for _ in range(3):
+        assert sum(len(labels) for _, labels in dataset) == count
+    assert sum(parsed) == parsed_in_three_epochs * count

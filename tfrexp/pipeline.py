@@ -71,7 +71,8 @@ def build_dataset(
     cache_dir: Path | None = None,
     ready_times: ReadyTimes | None = None,
 ) -> tf.data.Dataset:
-    """Shards -> interleave -> (cache) -> shuffle -> repeat -> batch -> parse -> prefetch.
+    """Shards -> interleave -> (cache) -> shuffle -> repeat -> batch -> parse -> prefetch; a split cached in
+    memory is parsed before the cache instead, so that later epochs only shuffle and batch its pixels.
 
     Evaluation datasets (training=False) are neither shuffled nor repeated.
     """
@@ -92,9 +93,17 @@ def build_dataset(
         num_parallel_calls=parallel if parallel == tf.data.AUTOTUNE else min(parallel, len(files)),
         deterministic=order,
     )
+    per_example = settings.parse is Parse.per_example
+    decoded = _cache_mode(manifest, split, settings) is Cache.memory
+    if decoded:
+        # Each example parsed (PNG and JPEG: decoded) once, in the first epoch, and kept decoded, which is what
+        # the budget counts: a later epoch of 1,000 cats-vs-dogs JPEG records took 0.019 CPU seconds instead of
+        # 0.184 (2026-12-06); for raw MNIST records either way costs the same (0.27 s an epoch).
+        dataset = reader.parse_each(dataset, manifest.image_encoding, manifest.image_shape, parallel, order,
+                                    per_example=per_example)
     # The manifest's count becomes the cardinality; TensorFlow raises if the records hold a different number.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
-    if _cache_mode(manifest, split, settings) is Cache.memory:
+    if decoded:
         dataset = dataset.cache()
     elif settings.cache is Cache.disk:
         if cache_dir is None:
@@ -109,8 +118,11 @@ def build_dataset(
         dataset = dataset.repeat()
     elif training and settings.repeat is Repeat.epochs:
         dataset = dataset.repeat(epochs)
-    dataset = reader.batch_and_parse(dataset, manifest.image_encoding, manifest.image_shape, settings.batch_size,
-                                     parallel, order, per_example=settings.parse is Parse.per_example)
+    if decoded:
+        dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
+    else:
+        dataset = reader.batch_and_parse(dataset, manifest.image_encoding, manifest.image_shape, settings.batch_size,
+                                         parallel, order, per_example=per_example)
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
         dataset = dataset.map(ready_times.stamp)

@@ -44,6 +44,22 @@ def parse_one(serialized: tf.Tensor, image_shape: list[int], encoding: ImageEnco
     return tf.ensure_shape(image, image_shape), features[LABEL]
 
 
+PARSE_BLOCK = 1024  # raw records parsed together by parse_each
+
+
+def parse_each(
+    records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int], parallel: int = tf.data.AUTOTUNE,
+    deterministic: bool = True, per_example: bool = False,
+) -> tf.data.Dataset:
+    """Serialized records -> one (uint8 image [H, W, C], int64 label) per record, for a pipeline that keeps the
+    decoded examples (an in-memory cache). Raw records are parsed PARSE_BLOCK at a time and split again unless
+    `per_example`; PNG and JPEG records are decoded one at a time."""
+    if encoding is ImageEncoding.raw and not per_example:
+        return batch_and_parse(records, encoding, image_shape, PARSE_BLOCK, parallel, deterministic).unbatch()
+    return records.map(lambda serialized: parse_one(serialized, image_shape, encoding), num_parallel_calls=parallel,
+                       deterministic=deterministic)
+
+
 def batch_and_parse(
     records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int], batch_size: int,
     parallel: int = tf.data.AUTOTUNE, deterministic: bool = True, per_example: bool = False,
