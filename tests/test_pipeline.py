@@ -172,24 +172,37 @@ def test_the_deterministic_preset_gives_the_same_order_twice(records, tmp_path):
     assert order() == order()
 
 
-@pytest.mark.parametrize(("cache", "parsed_in_three_epochs"), [(Cache.memory, 1), (Cache.none, 3)])
-def test_a_split_cached_in_memory_is_parsed_in_its_first_epoch_only(records, monkeypatch, cache,
-                                                                    parsed_in_three_epochs):
-    """Later epochs of a cached split shuffle and batch its decoded pixels: no record is parsed again."""
+@pytest.fixture(scope="module")
+def png_records(tmp_path_factory, data_dir):
+    from helpers import compose_config
+    from tfrexp import config
+
+    cfg = compose_config(f"paths.output_dir={tmp_path_factory.mktemp('png')}", f"paths.data_dir={data_dir}",
+                         "dataset.max_examples_per_split=300", "writer.image_encoding=png")
+    return write_records(config.to_settings(cfg))
+
+
+@pytest.mark.parametrize(("cache", "decoded_in_three_epochs"), [(Cache.memory, 1), (Cache.none, 3)])
+def test_png_records_cached_in_memory_are_decoded_in_the_first_epoch_only(png_records, monkeypatch, cache,
+                                                                          decoded_in_three_epochs):
+    """Later epochs of a cached split of PNG (or JPEG) records shuffle and batch decoded pixels."""
     from tfrexp.records import reader
 
-    parsed = []
-    parse_batch = reader.parse_batch
+    decoded = []
+    parse_one = reader.parse_one
 
-    def counted(serialized, image_shape):
-        count = tf.py_function(lambda batch: parsed.append(len(batch)) or 0, [serialized], tf.int32)
+    def counted(serialized, image_shape, encoding):
+        count = tf.py_function(lambda: decoded.append(1) or 0, [], tf.int32)
         with tf.control_dependencies([count]):
-            return parse_batch(serialized, image_shape)
+            image, label = parse_one(serialized, image_shape, encoding)
+            return tf.identity(image), tf.identity(label)
 
-    monkeypatch.setattr(reader, "parse_batch", counted)
+    monkeypatch.setattr(reader, "parse_one", counted)
     settings = PipelineConfig(batch_size=BATCH, shuffle_buffer=200, cache=cache)
-    dataset = build_dataset(records.directory, records.manifest, "train", settings, training=True, seed=1)
-    count = records.manifest.splits["train"].num_examples
+    dataset = build_dataset(png_records.directory, png_records.manifest, "train", settings, training=True, seed=1)
+    expected = _all_examples(png_records)  # decoded once more, before the count starts
+    decoded.clear()
+    count = png_records.manifest.splits["train"].num_examples
     for _ in range(3):
-        assert sum(len(labels) for _, labels in dataset) == count
-    assert sum(parsed) == parsed_in_three_epochs * count
+        assert Counter(_stream(dataset, count + 1)) == expected
+    assert len(decoded) == decoded_in_three_epochs * count

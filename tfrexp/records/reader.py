@@ -44,18 +44,10 @@ def parse_one(serialized: tf.Tensor, image_shape: list[int], encoding: ImageEnco
     return tf.ensure_shape(image, image_shape), features[LABEL]
 
 
-PARSE_BLOCK = 1024  # raw records parsed together by parse_each
-
-
-def parse_each(
-    records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int], parallel: int = tf.data.AUTOTUNE,
-    deterministic: bool = True, per_example: bool = False,
-) -> tf.data.Dataset:
-    """Serialized records -> one (uint8 image [H, W, C], int64 label) per record, for a pipeline that keeps the
-    decoded examples (an in-memory cache). Raw records are parsed PARSE_BLOCK at a time and split again unless
-    `per_example`; PNG and JPEG records are decoded one at a time."""
-    if encoding is ImageEncoding.raw and not per_example:
-        return batch_and_parse(records, encoding, image_shape, PARSE_BLOCK, parallel, deterministic).unbatch()
+def parse_each(records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int],
+               parallel: int = tf.data.AUTOTUNE, deterministic: bool = True) -> tf.data.Dataset:
+    """Serialized records -> one (uint8 image [H, W, C], int64 label) per record, decoded one at a time, in
+    parallel (what an in-memory cache of PNG or JPEG records keeps)."""
     return records.map(lambda serialized: parse_one(serialized, image_shape, encoding), num_parallel_calls=parallel,
                        deterministic=deterministic)
 
@@ -70,6 +62,5 @@ def batch_and_parse(
         records = records.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
         return records.map(lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel,
                            deterministic=deterministic)
-    decoded = records.map(lambda serialized: parse_one(serialized, image_shape, encoding),
-                          num_parallel_calls=parallel, deterministic=deterministic)
+    decoded = parse_each(records, encoding, image_shape, parallel, deterministic)
     return decoded.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
