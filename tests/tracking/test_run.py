@@ -168,6 +168,22 @@ def test_a_store_refusal_with_no_message_is_kept_and_named_by_its_type(monkeypat
     assert "does not take metrics (ConnectionResetError)" in caplog.text
 
 
+def test_a_run_the_sweep_already_ended_keeps_the_sweeps_reason_when_its_job_is_stopped(store):
+    """A Ray job's run is ended by the sweep's driver, which cannot reach the worker; Ray stops the worker after
+    the driver has left, and the job's own "interrupted" overwrote the sweep's reason when the worker's grace
+    was long enough to write it (a failed CI run)."""
+    from tfrexp.tracking.sweep import _end_orphans
+
+    _, experiment_id, client = store
+    with pytest.raises(KeyboardInterrupt):
+        with tracking_run.start_run(experiment_id, "job", {}) as active:
+            _end_orphans(client, [client.get_run(active.info.run_id)], "KILLED", "interrupted")
+            raise KeyboardInterrupt
+    ended = client.get_run(active.info.run_id)
+    assert (ended.info.status, ended.data.tags["error"]) == ("KILLED", "the sweep ended before this job: interrupted")
+    assert mlflow.active_run() is None
+
+
 def test_a_stop_signal_during_a_store_write_lets_the_write_finish_then_ends_the_run_killed(store, monkeypatch):
     """A signal raised inside the SQL store's session left SQLite's write lock with the process: the run's end
     and the sweep's end then failed (`database is locked`) and the sweep's parent stayed RUNNING (seen in the

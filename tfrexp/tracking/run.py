@@ -203,17 +203,26 @@ def start_run(
 @stop_signals.deferred()
 def _end_run_reporting(message: str, status: int) -> None:
     """Record why the run ended, then end it; if the store itself is what failed, keep the original error
-    visible, and still end the run in this process, so that the next run here can start."""
+    visible, and still end the run in this process, so that the next run here can start.
+
+    A run that something else has already ended keeps that account: a sweep's driver ends the run of a job it
+    cannot reach (on a Ray worker) with the sweep's reason, and Ray stops that worker only after the driver has
+    left, when its own "interrupted" would overwrite the sweep's reason, or not, as the worker's grace lasts."""
     try:
-        mlflow.set_tag("error", message[:5000])
-        if status == RunStatus.FAILED:
-            mlflow.log_text(message, "error.txt")
+        recorded = mlflow.get_run(mlflow.active_run().info.run_id).info.status
+        if recorded == "RUNNING":
+            recorded = None
+            mlflow.set_tag("error", message[:5000])
+            if status == RunStatus.FAILED:
+                mlflow.log_text(message, "error.txt")
     except (MlflowException, OSError) as store_error:
+        recorded = None
         log.error("could not record in MLflow why the run ended: %s", store_error)
+    ending = recorded or RunStatus.to_string(status)
     try:
-        mlflow.end_run(RunStatus.to_string(status))  # leaves the process's active runs first, then the store
+        mlflow.end_run(ending)  # leaves the process's active runs first, then the store
     except (MlflowException, OSError) as store_error:
-        log.error("could not mark the run %s in MLflow: %s", RunStatus.to_string(status), store_error)
+        log.error("could not mark the run %s in MLflow: %s", ending, store_error)
 
 
 def config_digest(resolved: dict) -> str:
