@@ -93,7 +93,6 @@ def build_dataset(
         num_parallel_calls=parallel if parallel == tf.data.AUTOTUNE else min(parallel, len(files)),
         deterministic=order,
     )
-    per_example = settings.parse is Parse.per_example
     cached = _cache_mode(manifest, split, settings) is Cache.memory
     # PNG and JPEG records cached in memory are decoded once, in the first epoch, and kept decoded: a later epoch
     # of 1,000 cats-vs-dogs JPEG records took 0.019 CPU seconds instead of 0.184 (2026-12-06). Raw records are
@@ -123,7 +122,7 @@ def build_dataset(
         dataset = dataset.batch(settings.batch_size, num_parallel_calls=parallel, deterministic=order)
     else:
         dataset = reader.batch_and_parse(dataset, manifest.image_encoding, manifest.image_shape, settings.batch_size,
-                                         parallel, order, per_example=per_example)
+                                         parallel, order, per_example=settings.parse is Parse.per_example)
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
         dataset = dataset.map(ready_times.stamp)
