@@ -6,7 +6,9 @@ finalizer (a tf.data iterator's `__del__`, a module's clean-up during `import te
 in ..."), and the sweep or the run would go on to finish as if nothing had come. So every handler also notes
 the signal here, and the places where work goes on (a run's next batch, a sweep's next job, the sweep's end)
 call `raise_if_received()`. The note lasts until the outermost `handled` block ends: a sweep's jobs see a
-signal the sweep received, and a notebook's next run does not see the last one's Ctrl-C.
+signal the sweep received, and a notebook's next run does not see the last one's Ctrl-C. Meanwhile Python's
+report of the dropped exception ("Exception ignored in ... Traceback ... KeyboardInterrupt: signal 15", which
+read like a crash in a stopped run's output) is left out: the signal is noted and raised again.
 
 Nor may a signal break into a write to the tracking store (a `deferred` block): one raised inside SQLAlchemy's
 session left SQLite's write lock with the process, and the run's end and the sweep's end then waited on it and
@@ -17,6 +19,7 @@ There a handler's `interrupt` only notes the signal, and it is raised as the blo
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -37,6 +40,9 @@ def handled(signals: tuple[int, ...], handler: Callable[[int, object], None]) ->
         yield {}
         return
     previous = {number: signal.signal(number, handler) for number in signals}
+    outermost_hook = sys.unraisablehook if _depth == 0 else None
+    if outermost_hook is not None:
+        sys.unraisablehook = _without_dropped_signals(outermost_hook)
     _depth += 1
     try:
         yield previous
@@ -44,8 +50,18 @@ def handled(signals: tuple[int, ...], handler: Callable[[int, object], None]) ->
         for number, before in previous.items():
             signal.signal(number, before)
         _depth -= 1
+        if outermost_hook is not None:
+            sys.unraisablehook = outermost_hook
         if _depth == 0:
             _received = None
+
+
+def _without_dropped_signals(report: Callable[[object], None]) -> Callable[[object], None]:
+    """Python's hook for an exception it dropped, less a noted stop signal's KeyboardInterrupt."""
+    def hook(unraisable: object) -> None:
+        if not (isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt) and _received is not None):
+            report(unraisable)
+    return hook
 
 
 def interrupt(signum: int) -> None:
