@@ -75,8 +75,9 @@ def test_a_shard_task_killed_midway_is_run_again_and_the_version_comes_out_whole
                           env=ray_cluster)
     partials: list[Path] = []
     try:
-        wait_for(lambda: partials.extend((tmp_path / "ray").glob("records/catdog/.tmp-*/*.partial-*")) or partials,
-                 300, "a shard task writing its shard")
+        wait_for(lambda: partials.extend((tmp_path / "ray").glob("records/catdog/.tmp-*/*.partial-*")) or partials
+                 or writer.poll() is not None, 300, "a shard task writing its shard")
+        assert partials, f"the writer ended before a shard task was seen: {writer.communicate()[1][-3000:]}"
         os.kill(int(partials[0].name.rsplit("-", 1)[1]), signal.SIGKILL)  # the Ray worker running that task
         stdout, stderr = writer.communicate(timeout=600)
     finally:

@@ -101,7 +101,9 @@ def test_a_ray_sweep_stopped_by_sigterm_ends_the_job_it_was_running_killed(tmp_p
         finally:
             sweep.kill()
     assert sweep.returncode == 130, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1].startswith("tfrexp: the sweep was interrupted")
+    # Our line near the end: Ray forwards what the still-running job prints to the driver in a thread of its own,
+    # which may come after it.
+    assert any(line.startswith("tfrexp: the sweep was interrupted") for line in stderr.strip().splitlines()[-3:])
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tfrexp").experiment_id])
     [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]

@@ -35,7 +35,7 @@ def _worker_job(sweep_dir: str, gpus: list[str] | None, per_job: int, wait_s: fl
             results.put((os.getpid(), devices.visible_devices()))
     except TfrexpError as error:
         results.put((os.getpid(), f"refused: {error}"))
-    release.wait(60)
+    release.wait(600)  # set by the fixture at the latest; a worker leaving sooner would free its GPU early
 
 
 @pytest.fixture
