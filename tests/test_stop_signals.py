@@ -30,7 +30,6 @@ def test_a_sweep_whose_interrupt_python_dropped_still_ends_interrupted(tmp_path,
     assert signal.getsignal(signal.SIGINT) is before, "the previous handler is back"
 
 
-
 class _FailingFinalizer:
     def __del__(self) -> None:
         raise ValueError("a finalizer's own error")
@@ -55,6 +54,7 @@ def test_a_dropped_stop_signal_is_not_reported_as_an_ignored_exception_and_other
     assert sys.unraisablehook is report, "Python's hook is back after the outermost block"
     _FailingFinalizer()
     assert reported == [ValueError, ValueError]
+
 
 def test_a_run_stops_on_a_signal_its_sweep_received_before_the_run_began():
     def sweep_handler(signum, frame):
