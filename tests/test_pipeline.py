@@ -121,6 +121,53 @@ def test_a_manifest_that_disagrees_with_the_records_fails_loudly(records):
             pass
 
 
+def test_a_training_shard_that_holds_fewer_records_than_its_manifest_says_fails_loudly(records):
+    """Raw records move in blocks during training; each shard's count is still checked against the manifest."""
+    manifest = records.manifest
+    first, *rest = manifest.splits["train"].shards
+    wrong = dataclasses.replace(manifest, splits={
+        **manifest.splits, "train": SplitInfo([dataclasses.replace(first, num_examples=first.num_examples + 5), *rest])})
+    dataset = build_dataset(records.directory, wrong, "train", PipelineConfig(batch_size=BATCH), training=True)
+    with pytest.raises(tf.errors.FailedPreconditionError,
+                       match=f"expected to contain {first.num_examples + 5} elements but contained only {first.num_examples}"):
+        for _ in dataset:
+            pass
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory, data_dir):
+    from helpers import compose_config
+    from tfrexp import config
+
+    cfg = compose_config(f"paths.output_dir={tmp_path_factory.mktemp('shards')}", f"paths.data_dir={data_dir}",
+                         "dataset.max_examples_per_split=6000", "writer.shard_size_mb=0.2")
+    return write_records(config.to_settings(cfg))
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_a_training_batch_draws_from_many_shards_not_one_blocks_neighbours(many_shards, deterministic):
+    """Raw records are read and shuffled in blocks of consecutive records; each batch must still mix many
+    places of the split (a folder's shards hold one class each), and each epoch is a whole pass."""
+    from tfrexp.records import reader
+
+    shard_of = {}
+    for index, path in enumerate(many_shards.manifest.shard_paths(many_shards.directory, "train")):
+        for batch in reader.open_shard(str(path), many_shards.manifest.compression).batch(1000):
+            images, labels = reader.parse_batch(batch, many_shards.manifest.image_shape)
+            shard_of.update((fp, index) for fp in _fingerprints(images.numpy(), labels.numpy()))
+    assert len(set(shard_of.values())) >= 15
+    settings = PipelineConfig(batch_size=BATCH, deterministic=deterministic)
+    dataset = build_dataset(many_shards.directory, many_shards.manifest, "train", settings, training=True, seed=2)
+    delivered, shards_per_batch = [], []
+    for images, labels in dataset.as_numpy_iterator():
+        fingerprints = _fingerprints(images, labels)
+        delivered.extend(fingerprints)
+        shards_per_batch.append(len({shard_of[fp] for fp in fingerprints}))
+    assert Counter(delivered) == Counter(shard_of.keys())
+    # A batch of 64 drawn from a chunk of 8 or more blocks, each at most one shard: at least 5 shards.
+    assert min(shards_per_batch[:-1]) >= 5, shards_per_batch
+
+
 def test_a_fixed_parallelism_above_the_number_of_shards_works(records):
     settings = PipelineConfig(batch_size=BATCH, parallelism=8)  # validation has a single shard
     dataset = build_dataset(records.directory, records.manifest, "validation", settings, training=True)

@@ -151,7 +151,7 @@ class PipelineConfig:
 
     batch_size: int = 256
     parallelism: Any = "autotune"  # "autotune" or a fixed number of parallel calls
-    shuffle_buffer: int = 10_000  # examples; 0 disables shuffling
+    shuffle_buffer: int = 10_000  # examples (raw records are held in blocks of them: pipeline.py); 0: no shuffling
     cache: Cache = Cache.auto
     cache_budget_mb: float = 1024.0  # cache=auto caches a split in memory up to this size (MNIST train: 45 MB)
     deterministic: bool = False  # true: element order is reproducible at some cost in speed
