@@ -4,6 +4,7 @@ on loopback, and stopped on exit even on failure."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -20,10 +21,34 @@ from typing import Iterator
 RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+# The ports picked for the head's own servers lie between Ray's worker ports (10002-19999, `ray start`'s
+# defaults) and the kernel's ephemeral range, which is where the head's other processes (the object and node
+# managers) and every outgoing connection get theirs: a port picked from that range could be handed to one of
+# them before `ray start` bound it, and a bench run failed so (2026-12-06: "Failed to bind to address
+# 127.0.0.1:34261 ... Address already in use").
+_PICKED_PORTS_FROM = 20000
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel hands out for a port 0 bind or a connection (Linux; elsewhere IANA's)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free on 127.0.0.1 now, outside the ranges Ray's processes and the kernel take ports from."""
+    low, high = _PICKED_PORTS_FROM, _ephemeral_ports()[0] - 1
+    for port in random.sample(range(low, high + 1), min(200, max(0, high - low + 1))):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {low} and {high} for the Ray head")
 
 
 @contextmanager
