@@ -66,7 +66,7 @@ class ReadyTimes:
 # is about this many bytes of consecutive records of one shard:
 _BLOCK_BYTES = 256 * 1024
 # Each batch is drawn from a chunk of about this many blocks, from as many places of the shuffled stream,
-# permuted as a whole: so a batch never holds one block's neighbours only (a folder's shards hold one class).
+# permuted as a whole: so a batch does not hold one block's neighbours only (a folder's shards hold one class).
 _BLOCKS_PER_CHUNK = 8
 
 
