@@ -144,10 +144,12 @@ def many_shards(tmp_path_factory, data_dir):
     return write_records(config.to_settings(cfg))
 
 
-@pytest.mark.parametrize("deterministic", [True, False])
-def test_a_training_batch_draws_from_many_shards_not_one_blocks_neighbours(many_shards, deterministic):
+@pytest.mark.parametrize(("deterministic", "shuffle_buffer"), [(True, 10_000), (False, 10_000), (True, 0)])
+def test_a_training_batch_draws_from_many_shards_not_one_blocks_neighbours(many_shards, deterministic,
+                                                                          shuffle_buffer):
     """Raw records are read and shuffled in blocks of consecutive records; each batch must still mix many
-    places of the split (a folder's shards hold one class each), and each epoch is a whole pass."""
+    places of the split (a folder's shards hold one class each), and each epoch is a whole pass. Unshuffled
+    (shuffle_buffer=0), records come one at a time from every shard in turn."""
     from tfrexp.records import reader
 
     shard_of = {}
@@ -156,7 +158,7 @@ def test_a_training_batch_draws_from_many_shards_not_one_blocks_neighbours(many_
             images, labels = reader.parse_batch(batch, many_shards.manifest.image_shape)
             shard_of.update((fp, index) for fp in _fingerprints(images.numpy(), labels.numpy()))
     assert len(set(shard_of.values())) >= 15
-    settings = PipelineConfig(batch_size=BATCH, deterministic=deterministic)
+    settings = PipelineConfig(batch_size=BATCH, deterministic=deterministic, shuffle_buffer=shuffle_buffer)
     dataset = build_dataset(many_shards.directory, many_shards.manifest, "train", settings, training=True, seed=2)
     delivered, shards_per_batch = [], []
     for images, labels in dataset.as_numpy_iterator():

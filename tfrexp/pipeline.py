@@ -100,7 +100,11 @@ def build_dataset(
     num_examples = manifest.splits[split].num_examples
     parallel = tf.data.AUTOTUNE if settings.parallelism == "autotune" else settings.parallelism
     order = settings.deterministic
-    in_blocks = manifest.image_encoding is ImageEncoding.raw and settings.parse is Parse.batch
+    shuffled = training and settings.shuffle_buffer > 0
+    # Unshuffled training takes records one at a time from every shard in turn, as before: blocks unshuffled
+    # would make each batch one shard's neighbours (a folder's shards hold one class each).
+    in_blocks = (manifest.image_encoding is ImageEncoding.raw and settings.parse is Parse.batch
+                 and (shuffled or not training))
     block = _block_records(manifest) if in_blocks else 1
     compression = manifest.compression
 
@@ -141,7 +145,6 @@ def build_dataset(
             raise ConfigError("pipeline.cache='disk': needs a cache directory (the run folder gives one)")
         cache_dir.mkdir(parents=True, exist_ok=True)
         dataset = dataset.cache(str(cache_dir / f"{manifest.fingerprint}-{split}"))
-    shuffled = training and settings.shuffle_buffer > 0
     if shuffled:
         # Shuffle before repeat: every pass is a full permutation, so each example is seen once per pass.
         buffer = max(1, min(settings.shuffle_buffer, num_examples) // block)

@@ -16,9 +16,10 @@ def test_a_head_that_fails_to_start_reports_its_log(tmp_path):
             pytest.fail("a head with -1 CPUs started")
 
 
-def test_the_head_is_given_ports_from_where_no_other_process_is_handed_one():
+def test_the_head_is_given_different_ports_from_where_no_other_process_is_handed_one():
     """Ray's own processes bind ports 0 (the kernel's ephemeral range) and 10002-19999 (its workers) while the
     head starts; a port picked from those could be taken before `ray start` binds it (a bench run failed so)."""
     low, _ = local_ray._ephemeral_ports()
-    ports = [local_ray._free_port() for _ in range(20)]
-    assert all(20000 <= port < low for port in ports), ports
+    for _ in range(20):
+        ports = local_ray._free_ports(4)
+        assert len(set(ports)) == 4 and all(20000 <= port < low for port in ports), ports

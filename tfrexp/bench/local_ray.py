@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -38,17 +38,25 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 49152, 65535
 
 
-def _free_port() -> int:
-    """A port free on 127.0.0.1 now, outside the ranges Ray's processes and the kernel take ports from."""
+def _free_ports(count: int) -> list[int]:
+    """`count` different ports free on 127.0.0.1 now, outside the ranges Ray's processes and the kernel take
+    ports from; where the kernel's range leaves none below it, ports it picks (the race above remains there).
+    Each probe stays bound until all are chosen, so no port is picked twice; drawn from the system's entropy,
+    not `random`'s state, which a seeded run repeats."""
     low, high = _PICKED_PORTS_FROM, _ephemeral_ports()[0] - 1
-    for port in random.sample(range(low, high + 1), min(200, max(0, high - low + 1))):
-        with socket.socket() as probe:
+    candidates = random.SystemRandom().sample(range(low, high + 1), max(0, min(500, high - low + 1)))
+    ports: list[int] = []
+    with ExitStack() as probes:
+        for port in [*candidates, *[0] * count]:
+            probe = probes.enter_context(socket.socket())
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError(f"no free port on 127.0.0.1 between {low} and {high} for the Ray head")
+            ports.append(probe.getsockname()[1])
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"no {count} free ports on 127.0.0.1 for the Ray head")
 
 
 @contextmanager
@@ -60,7 +68,8 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None,
     GPUs (Ray hands them out, as CUDA_VISIBLE_DEVICES, even where the machine has none); None: Ray counts them."""
     env = {**(os.environ if base_env is None else base_env), **RAY_ON_LOOPBACK}
     ray = str(Path(sys.executable).with_name("ray"))
-    address = f"127.0.0.1:{_free_port()}"
+    port, client_port, agent_port, metrics_port = _free_ports(4)
+    address = f"127.0.0.1:{port}"
     log = open(cwd / "ray-head.log", "w")
     # `ray start --block` given SIGTERM first drains its node for up to 30 s (for Ray Serve's traffic); this
     # head serves none, and stopping it took 33.4 s instead of 3.4 s (2026-12-06).
@@ -68,10 +77,10 @@ def ray_head(cwd: Path, num_cpus: int = 2, base_env: dict | None = None,
     # --block keeps `ray start` in the foreground, the parent of this cluster's processes in a session of its
     # own, so stopping it stops this cluster only (`ray stop` would stop every cluster of the machine).
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={address.split(':')[1]}",
+        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
-         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}", *([] if num_gpus is None else [f"--num-gpus={num_gpus}"])],
+         f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}",
+         f"--metrics-export-port={metrics_port}", *([] if num_gpus is None else [f"--num-gpus={num_gpus}"])],
         cwd=cwd, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
