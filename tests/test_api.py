@@ -55,3 +55,13 @@ def test_what_hydra_refuses_is_a_config_error_with_its_message(call, override, n
     with pytest.raises(ConfigError) as raised:
         call([override])
     assert named in str(raised.value)
+
+
+def test_a_run_with_the_disk_cache_caches_every_split_and_finishes(tmp_path, data_dir):
+    """pipeline.cache=disk caches the validation and test splits too; they were built without a cache folder,
+    so every run with a validation split stopped with 'needs a cache directory'."""
+    result = tfrexp.run([*TINY, "trainer.epochs=2", "pipeline.cache=disk", f"paths.output_dir={tmp_path}",
+                         f"paths.data_dir={data_dir}"])
+    run = MlflowClient(result.tracking_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and len(result.test_metrics) > 0
+    assert not list(tmp_path.rglob("tfdata-cache")), "the run's cache is removed when it ends"

@@ -86,7 +86,8 @@ def run(settings: Config, source: ExampleSource, context: RunContext) -> RunResu
         train = build_dataset(records.directory, manifest, "train", settings.pipeline, training=True,
                               seed=settings.trainer.seed, epochs=settings.trainer.epochs, cache_dir=cache_dir,
                               ready_times=ready)
-        evaluation = {split: build_dataset(records.directory, manifest, split, settings.pipeline, training=False)
+        evaluation = {split: build_dataset(records.directory, manifest, split, settings.pipeline, training=False,
+                                           cache_dir=cache_dir)
                       for split in ("validation", "test") if split in manifest.splits}
 
         with device.strategy.scope():
