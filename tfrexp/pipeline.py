@@ -121,7 +121,7 @@ def build_dataset(
         # A new shard order every epoch, so the shuffle buffer mixes different neighbours each time.
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        read,
+        reader.plain(read),
         cycle_length=len(files),
         # TensorFlow refuses more parallel readers than files being cycled over.
         num_parallel_calls=parallel if parallel == tf.data.AUTOTUNE else min(parallel, len(files)),
@@ -173,7 +173,7 @@ def build_dataset(
                                          parallel, order, per_example=settings.parse is Parse.per_example)
     if ready_times is not None:
         # Sequential, right before the buffer: it runs in delivery order, once per batch (a few microseconds).
-        dataset = dataset.map(ready_times.stamp)
+        dataset = dataset.map(reader.plain(ready_times.stamp))
     # One machine: a MirroredStrategy splits each batch over its replicas. No file sharding to rewrite
     # (it is for several workers, which Keras 3 does not train on), so none is attempted.
     options = tf.data.Options()
@@ -188,8 +188,8 @@ def _parsed_chunks(blocks: tf.data.Dataset, manifest: Manifest, batch_size: int,
     each, and every chunk is permuted as one before it is parsed."""
     shape = manifest.image_shape
     if not shuffled:
-        return blocks.map(lambda serialized: reader.parse_batch(serialized, shape), num_parallel_calls=parallel,
-                          deterministic=order)
+        return blocks.map(reader.plain(lambda serialized: reader.parse_batch(serialized, shape)),
+                          num_parallel_calls=parallel, deterministic=order)
     chunk = batch_size * math.ceil(_BLOCKS_PER_CHUNK * block / batch_size)
     # One seed per chunk, drawn anew each pass and the same on every run with this seed (a stateless shuffle:
     # a random op's own state would be drawn from in whatever order the parallel calls run).
@@ -200,4 +200,4 @@ def _parsed_chunks(blocks: tf.data.Dataset, manifest: Manifest, batch_size: int,
         return reader.parse_batch(tf.random.experimental.stateless_shuffle(serialized, order_seed), shape)
 
     chunks = tf.data.Dataset.zip(blocks.rebatch(chunk), seeds)
-    return chunks.map(permuted, num_parallel_calls=parallel, deterministic=order)
+    return chunks.map(reader.plain(permuted), num_parallel_calls=parallel, deterministic=order)

@@ -2,6 +2,10 @@
 
 Raw records are parsed a whole batch at once (`tf.io.parse_example` on the batch: far cheaper per example);
 PNG and JPEG records are decoded one image at a time before batching, in parallel.
+
+Every function handed to tf.data here and in the pipeline is wrapped in `plain`: tf.data otherwise runs it
+through AutoGraph, which reads its Python source and rewrites `if`/`for` on tensors into graph ops. Ours have
+none, and those rewrites were 0.5 s of a run's start-up (a profile, 2026-12-06; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import tensorflow as tf
 
 from tfrexp.config.schema import Compression, ImageEncoding
 from tfrexp.records.schema import IMAGE, LABEL
+
+plain = tf.autograph.experimental.do_not_convert  # traced as written, no AutoGraph rewrite (see above)
 
 _FEATURE_SPEC = {
     IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -48,8 +54,8 @@ def parse_each(records: tf.data.Dataset, encoding: ImageEncoding, image_shape: l
                parallel: int = tf.data.AUTOTUNE, deterministic: bool = True) -> tf.data.Dataset:
     """Serialized records -> one (uint8 image [H, W, C], int64 label) per record, decoded one at a time, in
     parallel (what an in-memory cache of PNG or JPEG records keeps)."""
-    return records.map(lambda serialized: parse_one(serialized, image_shape, encoding), num_parallel_calls=parallel,
-                       deterministic=deterministic)
+    return records.map(plain(lambda serialized: parse_one(serialized, image_shape, encoding)),
+                       num_parallel_calls=parallel, deterministic=deterministic)
 
 
 def batch_and_parse(
@@ -60,7 +66,7 @@ def batch_and_parse(
     a batch at a time unless `per_example`; PNG and JPEG records are always decoded one at a time."""
     if encoding is ImageEncoding.raw and not per_example:
         records = records.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
-        return records.map(lambda serialized: parse_batch(serialized, image_shape), num_parallel_calls=parallel,
-                           deterministic=deterministic)
+        return records.map(plain(lambda serialized: parse_batch(serialized, image_shape)),
+                           num_parallel_calls=parallel, deterministic=deterministic)
     decoded = parse_each(records, encoding, image_shape, parallel, deterministic)
     return decoded.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)

@@ -190,4 +190,5 @@ def _inference_call(model: keras.Model):
     returns each replica's copy of the logits."""
     if keras.backend.backend() != "tensorflow":
         return lambda images: model(images, training=False)
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    # No AutoGraph: a plain call has no Python control flow to rewrite (tfrexp/records/reader.py).
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True, autograph=False)
