@@ -276,9 +276,9 @@ class _AutoGraphLog(logging.Handler):
 
 def test_no_function_of_the_pipeline_goes_through_autograph(records, png_records, tmp_path):
     """AutoGraph reads a function's source and rewrites it; ours have no tensor-dependent Python control flow,
-    and the rewrites were 0.5 s of a run's start-up. Every path of build_dataset (blocks shuffled and not,
-    records one at a time, per-example parsing, PNG decoded into the cache, the ready-time stamp) and the
-    evaluation's traced model call hand TensorFlow their functions as written."""
+    and the rewrites took 0.5 s of building a run's pipelines. Every path of build_dataset (blocks shuffled
+    and not, records one at a time, per-example parsing, PNG decoded into the cache, the ready-time stamp)
+    and the evaluation's traced model call hand TensorFlow their functions as written."""
     import keras
 
     from tfrexp.pipeline import ReadyTimes
