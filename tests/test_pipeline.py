@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 from collections import Counter
 
 import numpy as np
@@ -309,7 +310,7 @@ def test_no_function_of_the_pipeline_goes_through_autograph(records, png_records
         model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
         fit._inference_call(model)(tf.cast(images, tf.float32))
     finally:
-        tf.autograph.set_verbosity(0)
+        tf.autograph.set_verbosity(int(os.environ.get("AUTOGRAPH_VERBOSITY", 0)))  # as TensorFlow sets it
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert handler.rewritten == []

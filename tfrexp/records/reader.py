@@ -5,8 +5,8 @@ PNG and JPEG records are decoded one image at a time before batching, in paralle
 
 Every function handed to tf.data here and in the pipeline is wrapped in `plain`: tf.data otherwise runs it
 through AutoGraph, which reads its Python source and rewrites `if`/`for` on tensors into graph ops. Ours have
-none; the rewrites took 0.5 s of building the pipelines, and a run reached its first step 0.3 s sooner
-without them (the median of 14 runs each way, in turns, 2026-12-06; docs/benchmarks.md#start-up).
+none; the rewrites took 0.5 s of building the pipelines, and a run reached its first step about 0.3 s sooner
+without them (the median difference within 14 pairs of runs, 2026-12-06; docs/benchmarks.md#start-up).
 """
 
 from __future__ import annotations
