@@ -188,8 +188,7 @@ def _parsed_chunks(blocks: tf.data.Dataset, manifest: Manifest, batch_size: int,
     each, and every chunk is permuted as one before it is parsed."""
     shape = manifest.image_shape
     if not shuffled:
-        return blocks.map(reader.plain(lambda serialized: reader.parse_batch(serialized, shape)),
-                          num_parallel_calls=parallel, deterministic=order)
+        return reader.parse_batches(blocks, shape, parallel, order)
     chunk = batch_size * math.ceil(_BLOCKS_PER_CHUNK * block / batch_size)
     # One seed per chunk, drawn anew each pass and the same on every run with this seed (a stateless shuffle:
     # a random op's own state would be drawn from in whatever order the parallel calls run).

@@ -59,6 +59,13 @@ def parse_each(records: tf.data.Dataset, encoding: ImageEncoding, image_shape: l
                        num_parallel_calls=parallel, deterministic=deterministic)
 
 
+def parse_batches(batches: tf.data.Dataset, image_shape: list[int], parallel: int = tf.data.AUTOTUNE,
+                  deterministic: bool = True) -> tf.data.Dataset:
+    """Batches of serialized raw records -> parsed (uint8 images [B, H, W, C], int64 labels [B]), in parallel."""
+    return batches.map(plain(lambda serialized: parse_batch(serialized, image_shape)),
+                       num_parallel_calls=parallel, deterministic=deterministic)
+
+
 def batch_and_parse(
     records: tf.data.Dataset, encoding: ImageEncoding, image_shape: list[int], batch_size: int,
     parallel: int = tf.data.AUTOTUNE, deterministic: bool = True, per_example: bool = False,
@@ -67,7 +74,6 @@ def batch_and_parse(
     a batch at a time unless `per_example`; PNG and JPEG records are always decoded one at a time."""
     if encoding is ImageEncoding.raw and not per_example:
         records = records.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
-        return records.map(plain(lambda serialized: parse_batch(serialized, image_shape)),
-                           num_parallel_calls=parallel, deterministic=deterministic)
+        return parse_batches(records, image_shape, parallel, deterministic)
     decoded = parse_each(records, encoding, image_shape, parallel, deterministic)
     return decoded.batch(batch_size, num_parallel_calls=parallel, deterministic=deterministic)
