@@ -29,6 +29,9 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     assert first.returncode == 0, first.stderr[-3000:]
     assert "(written)" in first.stdout and "ui      :" in first.stdout
     assert not BACKEND_LINE.search(first.stderr), "TensorFlow's C++ start-up lines are kept out by default"
+    # The store is new: one line of ours says so, not MLflow's "Creating initial MLflow database tables...".
+    said = first.stdout + first.stderr
+    assert f"new MLflow store {outputs}/mlflow.db" in said and "mlflow.store.db.utils" not in said
 
     uri = f"sqlite:///{outputs}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -63,6 +66,7 @@ def test_train_logs_everything_then_reuses_records_and_a_failure_ends_failed(tmp
     second = run_tfrexp(*SLICE, f"paths.output_dir={outputs}", "trainer.learning_rate=1e12", "trainer.schedule=constant")
     assert second.returncode != 0
     assert "reusing records" in second.stdout + second.stderr and "(written)" not in second.stdout
+    assert "new MLflow store" not in second.stdout + second.stderr
     assert "tfrexp: error: training diverged" in second.stderr and "Traceback" not in second.stderr
     failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != run.info.run_id]
     assert [r.info.status for r in failed] == ["FAILED"]
