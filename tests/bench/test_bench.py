@@ -23,6 +23,7 @@ def _epoch(images=IMAGES, labels=LABELS):
 def test_the_right_epoch_passes_in_any_order():
     check_epoch(_epoch(), digests(IMAGES, LABELS), "right")
     timed_epoch(_epoch(), 20, "right")()
+    timed_epoch(_epoch().map(lambda images, labels: labels), 20, "batches of one tensor")()
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,8 @@ def test_a_wrong_epoch_is_refused(wrong, complaint):
 def test_a_short_timed_epoch_is_refused():
     with pytest.raises(RuntimeError, match="delivered 19 examples, expected 20"):
         timed_epoch(_epoch().unbatch().skip(1).batch(6), 20, "short")()
+    with pytest.raises(RuntimeError, match="delivered 19 examples, expected 20"):
+        timed_epoch(_epoch().unbatch().skip(1).batch(6).map(lambda images, labels: images), 20, "short")()
 
 
 @pytest.mark.slow
@@ -50,7 +53,8 @@ def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
     [report_file] = tmp_path.glob("bench-*.json")
     report = json.loads(report_file.read_text())
     assert [row["case"].split(",")[-1].strip() for row in report["rows"]] == [
-        "records (raw) vs JPEG folder", "records (png) vs JPEG folder", "records (jpeg) vs JPEG folder"]
+        "records (raw) vs JPEG folder", "records (png) vs JPEG folder", "records (jpeg) vs JPEG folder",
+        "raw records read but not parsed"]
     assert all(row["ours"] > 0 and row["baseline"] > 0 for row in report["rows"])
     assert report["machine"]["cores"] >= 1 and "| catdog: 40 photos" in capsys.readouterr().out
 

@@ -134,13 +134,14 @@ def check_epoch(dataset: tf.data.Dataset, expected: collections.Counter, name: s
 
 
 def timed_epoch(dataset: tf.data.Dataset, count: int, name: str, passes: int = 1) -> Callable[[], None]:
-    """`passes` epochs one after the other, each checked to deliver `count` examples. Several passes make a
-    timing long enough (about a second here) that a short stall of the machine does not decide it."""
+    """`passes` epochs one after the other, each checked to deliver `count` examples (an element is a batch, or
+    a tuple whose last part is one: (images, labels)). Several passes make a timing long enough (about a second
+    here) that a short stall of the machine does not decide it."""
     def run() -> None:
         for _ in range(passes):
             delivered = 0
-            for _, labels in dataset:
-                delivered += int(labels.shape[0])
+            for element in dataset:
+                delivered += int(tf.nest.flatten(element)[-1].shape[0])
             if delivered != count:
                 raise RuntimeError(f"{name}: delivered {delivered} examples, expected {count}")
     return run
