@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -44,6 +45,20 @@ def test_connect_creates_the_store_folder_and_the_experiment_once(store, tmp_pat
     assert tracking_store.connect(settings) == experiment_id
     experiment = client.get_experiment(experiment_id)
     assert experiment.name == "unit" and experiment.artifact_location == (tmp_path / "artifacts").as_uri()
+
+
+def test_a_new_store_is_one_line_of_ours_not_mlflows_two(tmp_path, capfd, caplog):
+    """A first run printed MLflow's "Creating initial MLflow database tables..." and "Updating database
+    tables" before its first step."""
+    settings = TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="new")
+    with caplog.at_level(logging.INFO, logger="tfrexp.tracking.store"):
+        tracking_store.connect(settings)
+        tracking_store.connect(settings)  # the store is there now: nothing to say
+    said = [record.getMessage() for record in caplog.records if record.name == "tfrexp.tracking.store"]
+    assert len(said) == 1 and said[0].startswith(f"new MLflow store {settings.uri}: its tables made in ")
+    printed = capfd.readouterr().err
+    assert "Creating initial MLflow database tables" not in printed and "Updating database tables" not in printed
+    assert not logging.getLogger("mlflow.store.db.utils").filters  # MLflow's logger as it was
 
 
 def test_a_store_folder_that_cannot_be_made_is_one_line():

@@ -36,16 +36,14 @@ def connect(tracking: TrackingConfig) -> str:
     work, so an unreachable server stops the run at once."""
     uri, parsed = tracking.uri, urlparse(tracking.uri)
     server = parsed.scheme in {"http", "https"}
-    new_file = None
     if parsed.scheme == "sqlite":
         # sqlite:///relative/path and sqlite:////absolute/path: make sure the folder exists.
-        database = Path(uri[len("sqlite:///"):])
+        folder = Path(uri[len("sqlite:///"):]).parent
         try:
-            database.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise TrackingError(f"tracking.uri={uri!r}: cannot create the store's folder {database.parent} "
+            raise TrackingError(f"tracking.uri={uri!r}: cannot create the store's folder {folder} "
                                 f"({error.strerror or error})") from None
-        new_file = None if database.exists() else database
     elif server:
         _probe_server(uri)
         # MLflow's defaults retry a dead server for minutes per call; a user's own settings win.
@@ -54,7 +52,7 @@ def connect(tracking: TrackingConfig) -> str:
             os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     try:
-        with _creating(new_file):
+        with _tables_made_said_once(uri):
             experiment = mlflow.get_experiment_by_name(tracking.experiment)
         if experiment is not None and experiment.lifecycle_stage == "deleted":
             raise TrackingError(
@@ -79,22 +77,39 @@ def connect(tracking: TrackingConfig) -> str:
         raise TrackingError(f"tracking.uri={uri!r}: cannot reach the MLflow store ({first_line(error)})") from None
 
 
+class _TablesMade(logging.Filter):
+    """Keeps back MLflow's two INFO lines about making a new SQL store's tables ("Creating initial MLflow
+    database tables...", then "Updating database tables", which reads like a migration of something that was
+    there) and notes when the first came."""
+
+    MESSAGES = ("Creating initial MLflow database tables", "Updating database tables")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.MESSAGES[0]):
+            self.started = time.time()
+        return not message.startswith(self.MESSAGES)
+
+
 @contextlib.contextmanager
-def _creating(database: Path | None):
-    """MLflow's first call on a SQLite file that does not exist yet creates its tables (about 1 s); MLflow's own
-    two INFO lines about it ("Creating initial MLflow database tables...") read like a migration of something
-    that was there, so one line of ours says what happened instead."""
-    if database is None:
-        yield
-        return
+def _tables_made_said_once(uri: str):
+    """MLflow's first call on a SQL store that has no tables yet makes them (about 1 s for SQLite here); one
+    line of ours says so instead of MLflow's two."""
+    made = _TablesMade()
     migrations = logging.getLogger("mlflow.store.db.utils")
-    level, started = migrations.level, time.perf_counter()
-    migrations.setLevel(logging.WARNING)
+    migrations.addFilter(made)
     try:
         yield
     finally:
-        migrations.setLevel(level)
-    log.info("new MLflow store %s (its tables made in %.1f s)", database, time.perf_counter() - started)
+        migrations.removeFilter(made)
+    if made.started is not None:
+        password = urlparse(uri).password  # a database URI may carry one: not for the log
+        shown = uri.replace(f":{password}@", ":***@") if password else uri
+        log.info("new MLflow store %s: its tables made in %.1f s", shown, time.time() - made.started)
 
 
 def _probe_server(uri: str, timeout_s: float = 5.0) -> None:
