@@ -47,6 +47,14 @@ def test_a_short_timed_epoch_is_refused():
         timed_epoch(_epoch().unbatch().skip(1).batch(6).map(lambda images, labels: images), 20, "short")()
 
 
+@pytest.mark.parametrize("element", [lambda images, labels: {"labels": labels},
+                                     lambda images, labels: (labels, images, labels),
+                                     lambda images, labels: (images, labels[0])])
+def test_an_element_that_is_not_a_batch_is_refused(element):
+    with pytest.raises(RuntimeError, match="neither .images, labels. batches nor one batch"):
+        timed_epoch(_epoch().map(element), 20, "odd")()
+
+
 @pytest.mark.slow
 def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
     cli.main(["--cases", "catdog", "--catdog-images", "40", "--rounds", "1", "--output", str(tmp_path)])
@@ -55,7 +63,8 @@ def test_the_catdog_case_runs_and_writes_its_report(tmp_path, capsys):
     assert [row["case"].split(",")[-1].strip() for row in report["rows"]] == [
         "records (raw) vs JPEG folder", "records (png) vs JPEG folder", "records (jpeg) vs JPEG folder",
         "raw records read but not parsed"]
-    assert all(row["ours"] > 0 and row["baseline"] > 0 for row in report["rows"])
+    assert all(row["ours"] > 0 and row["ceiling"] > 0 for row in report["rows"])
+    assert all(row["baseline"] > 0 for row in report["rows"][:3])  # the records against the folder
     assert report["machine"]["cores"] >= 1 and "| catdog: 40 photos" in capsys.readouterr().out
 
 

@@ -134,17 +134,25 @@ def check_epoch(dataset: tf.data.Dataset, expected: collections.Counter, name: s
 
 
 def timed_epoch(dataset: tf.data.Dataset, count: int, name: str, passes: int = 1) -> Callable[[], None]:
-    """`passes` epochs one after the other, each checked to deliver `count` examples (an element is a batch, or
-    a tuple whose last part is one: (images, labels)). Several passes make a timing long enough (about a second
-    here) that a short stall of the machine does not decide it."""
+    """`passes` epochs one after the other, each checked to deliver `count` examples (an element is (images,
+    labels) batches, or one batch of records not parsed). Several passes make a timing long enough (about a
+    second here) that a short stall of the machine does not decide it."""
     def run() -> None:
         for _ in range(passes):
             delivered = 0
             for element in dataset:
-                delivered += int(tf.nest.flatten(element)[-1].shape[0])
+                delivered += _batch_size(element, name)
             if delivered != count:
                 raise RuntimeError(f"{name}: delivered {delivered} examples, expected {count}")
     return run
+
+
+def _batch_size(element: object, name: str) -> int:
+    if isinstance(element, tf.Tensor) and element.shape.rank:
+        return int(element.shape[0])
+    if isinstance(element, tuple) and len(element) == 2 and isinstance(element[1], tf.Tensor) and element[1].shape.rank:
+        return int(element[1].shape[0])
+    raise RuntimeError(f"{name}: an element is neither (images, labels) batches nor one batch: {element!r:.200}")
 
 
 def epoch_seconds(epochs: dict[str, tuple[tf.data.Dataset, int]], count: int, rounds: int) -> dict[str, list[float]]:
